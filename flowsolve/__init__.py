@@ -1,0 +1,38 @@
+"""flowsolve: bespoke (learned) ODE solvers for sampling pre-trained flow and diffusion models."""
+
+from ._version import __version__
+from .base_solvers import RK3, RK4, RK38, BaseSolver, Euler, Heun, Midpoint
+from .family import SolverFamily, compose
+from .grid import NodeGrid
+from .persistence import SolverFileError, load
+from .solver import Nodes, ParametricSolver, Trajectory
+from .tableau import ButcherTableau
+from .transforms import NodeValues, ScaleOnly, ScaleTime, TimeOnly, Transform
+from .velocity import NonFiniteVelocityError, batched_time
+
+__all__ = [
+    "__version__",
+    "BaseSolver",
+    "ButcherTableau",
+    "Euler",
+    "Heun",
+    "Midpoint",
+    "NodeGrid",
+    "NodeValues",
+    "Nodes",
+    "NonFiniteVelocityError",
+    "ParametricSolver",
+    "RK3",
+    "RK38",
+    "RK4",
+    "ScaleOnly",
+    "ScaleTime",
+    "SolverFamily",
+    "SolverFileError",
+    "TimeOnly",
+    "Trajectory",
+    "Transform",
+    "batched_time",
+    "compose",
+    "load",
+]

@@ -1,0 +1,23 @@
+"""Error metrics against ground truth (DESIGN.md §1)."""
+
+from __future__ import annotations
+
+import math
+
+import torch
+
+
+def per_sample_rms(difference: torch.Tensor) -> torch.Tensor:
+    """``||x||``: root mean square over all non-batch dimensions, ``(batch,)`` (eq. 6)."""
+    return difference.reshape(difference.shape[0], -1).square().mean(1).sqrt()
+
+
+def rmse(x: torch.Tensor, reference: torch.Tensor) -> float:
+    """Mean over the batch of per-sample RMS errors."""
+    return float(per_sample_rms(x - reference).mean())
+
+
+def psnr(x: torch.Tensor, reference: torch.Tensor, data_range: float = 2.0) -> float:
+    """``10 log10(range^2 / MSE)`` with the MSE over all entries (data in [-1, 1]: range 2)."""
+    mse = float((x - reference).square().mean())
+    return math.inf if mse == 0 else 10 * math.log10(data_range**2 / mse)

@@ -1,0 +1,98 @@
+"""Calling a velocity field ``u(t, x)`` safely: shape, dtype and finiteness checks."""
+
+from __future__ import annotations
+
+from typing import Callable
+
+import torch
+
+VelocityField = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
+
+
+class NonFiniteVelocityError(FloatingPointError):
+    """The velocity field returned inf or NaN."""
+
+
+def batched_time(field: VelocityField) -> VelocityField:
+    """Declare that ``field`` accepts per-sample times ``t`` of shape ``(batch,)``.
+
+    Fields without this mark are only ever called with a 0-dim ``t``; per-sample calls are
+    grouped by their distinct times (see :func:`call_field`).
+
+    Example:
+        >>> u = batched_time(lambda t, x: -x * t.reshape(-1, *[1] * (x.dim() - 1)))
+    """
+    try:
+        field.accepts_batched_time = True
+        return field
+    except AttributeError:  # e.g. a builtin or a bound method: wrap it
+
+        def wrapped(t, x):
+            return field(t, x)
+
+        wrapped.accepts_batched_time = True
+        return wrapped
+
+
+def accepts_batched_time(field: VelocityField) -> bool:
+    return bool(getattr(field, "accepts_batched_time", False))
+
+
+def call_field(field: VelocityField, t: torch.Tensor, x: torch.Tensor, *, where: str = "", check_finite: bool = True):
+    """Evaluate ``field(t, x)`` and check the result.
+
+    Args:
+        field: the velocity field.
+        t: 0-dim time, or ``(batch,)`` per-sample times. A field not marked with
+            :func:`batched_time` gets one call per distinct time in ``t``.
+        x: state, ``(batch, ...)``.
+        where: text naming the solver step, used in error messages.
+        check_finite: raise :class:`NonFiniteVelocityError` on inf/NaN output.
+    """
+    if t.dim() == 1 and not accepts_batched_time(field):
+        out = _call_grouped(field, t, x, where)
+    else:
+        out = field(t, x)
+        _check_output(out, x, where)
+    if check_finite and not bool(torch.isfinite(out).all()):
+        times = t.unique().tolist() if t.dim() else [float(t)]
+        raise NonFiniteVelocityError(
+            f"the velocity field returned non-finite values {where} at t = {times[:8]}; "
+            "check the model (and its time convention: flowsolve calls u(t, x) with t in [0, 1], 0 = noise)"
+        )
+    return out
+
+
+def _call_grouped(field, t, x, where):
+    if t.shape[0] != x.shape[0]:
+        raise ValueError(f"per-sample times have shape {tuple(t.shape)} but x has batch size {x.shape[0]}")
+    distinct, inverse = torch.unique(t, return_inverse=True)
+    if distinct.numel() == 1:
+        out = field(distinct[0], x)
+        _check_output(out, x, where)
+        return out
+    pieces = [None] * distinct.numel()
+    for g in range(distinct.numel()):
+        members = (inverse == g).nonzero(as_tuple=True)[0]
+        piece = field(distinct[g], x[members])
+        _check_output(piece, x[members], where)
+        pieces[g] = (members, piece)
+    out = torch.empty_like(x, dtype=pieces[0][1].dtype)
+    for members, piece in pieces:
+        out = out.index_copy(0, members, piece)
+    return out
+
+
+def _check_output(out, x, where):
+    if not isinstance(out, torch.Tensor):
+        raise TypeError(f"the velocity field must return a torch.Tensor, got {type(out).__name__} {where}")
+    if out.shape != x.shape:
+        raise ValueError(
+            f"the velocity field returned shape {tuple(out.shape)} for x of shape {tuple(x.shape)} {where}; "
+            "u(t, x) must return a tensor shaped like x"
+        )
+    if out.dtype != x.dtype:
+        raise TypeError(
+            f"the velocity field returned dtype {out.dtype} for x of dtype {x.dtype} {where}; "
+            "cast the model output (or the noise) so both match"
+        )

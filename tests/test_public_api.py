@@ -1,0 +1,20 @@
+import flowsolve
+
+PINNED = ["compose", "load", "ScaleTime", "TimeOnly", "ScaleOnly", "Euler", "Midpoint", "Heun", "RK3", "RK4",
+          "ButcherTableau"]
+
+
+def test_every_name_in_all_resolves():
+    for name in flowsolve.__all__:
+        assert getattr(flowsolve, name) is not None, name
+
+
+def test_pinned_names_are_public():
+    assert set(PINNED) <= set(flowsolve.__all__)
+
+
+def test_public_classes_have_docstrings():
+    for name in flowsolve.__all__:
+        obj = getattr(flowsolve, name)
+        if callable(obj):
+            assert obj.__doc__ and obj.__doc__.strip(), name

@@ -1,0 +1,65 @@
+"""Transform invariants for any parameter values (property tests) and the paper's parameter counts."""
+
+import hypothesis.strategies as st
+import pytest
+import torch
+from hypothesis import given
+
+import flowsolve
+
+from .test_solver import BASES, TRANSFORMS
+
+finite = st.floats(min_value=-20.0, max_value=20.0, allow_nan=False, allow_infinity=False)
+
+
+@pytest.mark.parametrize("transform", TRANSFORMS, ids=repr)
+@pytest.mark.parametrize("base", [flowsolve.Euler(), flowsolve.Midpoint(), flowsolve.RK4()], ids=repr)
+@given(data=st.data(), n_steps=st.integers(1, 12))
+def test_boundary_conditions_and_monotonicity_hold_for_any_parameters(transform, base, data, n_steps):
+    solver = flowsolve.compose(transform, base).at(nfe=n_steps * base.stages)
+    with torch.no_grad():
+        for p in solver.params.values():
+            p.copy_(torch.tensor(data.draw(st.lists(finite, min_size=p.numel(), max_size=p.numel())), dtype=p.dtype))
+    _, t, dt, s, ds = solver.nodes()
+    assert t[0].item() == 0.0 and t[-1].item() == 1.0
+    assert bool((t.diff() > 0).all())
+    assert bool((dt > 0).all())
+    assert s[0].item() == 1.0 and bool((s > 0).all())
+    assert bool(torch.isfinite(ds).all())
+
+
+@pytest.mark.parametrize("n", [1, 2, 5, 10])
+def test_paper_parameter_counts(n):
+    def count(transform, base):
+        return flowsolve.compose(transform, base).at(nfe=n * base.stages).num_params
+
+    assert count(flowsolve.ScaleTime(), flowsolve.Midpoint()) == 8 * n - 1
+    assert count(flowsolve.ScaleTime(), flowsolve.Euler()) == 4 * n - 1
+    assert count(flowsolve.TimeOnly(), flowsolve.Midpoint()) == 4 * n - 1
+    assert count(flowsolve.ScaleOnly(), flowsolve.Midpoint()) == 4 * n
+
+
+@pytest.mark.parametrize("base", BASES, ids=repr)
+def test_grid_holds_every_stage_node(base):
+    grid = flowsolve.NodeGrid.build(base.tableau, 3)
+    _, _, c = base.tableau.as_floats()
+    for i in range(3):
+        for k, ck in enumerate(c):
+            assert abs(grid.r[grid.stage_index[i, k]].item() - (i + ck) / 3) < 1e-15
+    assert grid.r[grid.start_index].tolist() == pytest.approx([0, 1 / 3, 2 / 3, 1], abs=1e-15)
+
+
+def test_identity_initialisation():
+    solver = flowsolve.compose(flowsolve.ScaleTime(), flowsolve.RK3()).at(nfe=9)
+    r, t, dt, s, ds = solver.nodes()
+    torch.testing.assert_close(t, r, rtol=0, atol=1e-15)
+    assert bool((dt == 1).all()) and bool((s == 1).all()) and bool((ds == 0).all())
+
+
+def test_set_node_values_rejects_what_the_transform_cannot_express():
+    solver = flowsolve.compose(flowsolve.TimeOnly(), flowsolve.Midpoint()).at(nfe=4)
+    values = flowsolve.compose(flowsolve.ScaleTime(), flowsolve.Midpoint()).at(nfe=4).nodes()
+    scaled = flowsolve.NodeValues(values.t, values.dt, values.s * 1.5, values.ds)
+    scaled.s[0] = 1.0
+    with pytest.raises(ValueError, match="fixes s = 1"):
+        solver.set_node_values(scaled)
