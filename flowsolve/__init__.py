@@ -3,9 +3,14 @@
 from ._version import __version__
 from .base_solvers import RK3, RK4, RK38, BaseSolver, Euler, Heun, Midpoint
 from .family import SolverFamily, compose
+from .fit import evaluate
+from .gaussian_mixture import GaussianMixtureFlow
+from .ground_truth import GroundTruth, ground_truth
+from .losses import LTE, RMSE, Loss, RMSEBound
 from .grid import NodeGrid
 from .persistence import SolverFileError, load
 from .solver import Nodes, ParametricSolver, Trajectory
+from .store import StoreMismatchError, TrajectoryStore
 from .tableau import ButcherTableau
 from .transforms import NodeValues, ScaleOnly, ScaleTime, TimeOnly, Transform
 from .velocity import NonFiniteVelocityError, batched_time
@@ -15,6 +20,10 @@ __all__ = [
     "BaseSolver",
     "ButcherTableau",
     "Euler",
+    "GaussianMixtureFlow",
+    "GroundTruth",
+    "LTE",
+    "Loss",
     "Heun",
     "Midpoint",
     "NodeGrid",
@@ -25,14 +34,20 @@ __all__ = [
     "RK3",
     "RK38",
     "RK4",
+    "RMSE",
+    "RMSEBound",
     "ScaleOnly",
     "ScaleTime",
     "SolverFamily",
     "SolverFileError",
+    "StoreMismatchError",
     "TimeOnly",
     "Trajectory",
+    "TrajectoryStore",
     "Transform",
     "batched_time",
     "compose",
+    "evaluate",
+    "ground_truth",
     "load",
 ]

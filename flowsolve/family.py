@@ -41,6 +41,48 @@ class SolverFamily:
         """The identity-initialised solver spending ``nfe`` evaluations (a multiple of ``base.stages``)."""
         return ParametricSolver(self.transform, self.base, self.base.n_steps(nfe))
 
+    def fit(self, model, nfe: int, **options) -> ParametricSolver:
+        """Fit the family's solver at ``nfe`` to ``model`` (Algorithm 3) and return the best one.
+
+        Ground truth comes from dopri5 (once per store), training minimises ``loss`` with Adam,
+        and the parameters with the lowest validation RMSE on held-out noise are kept.
+
+        Args:
+            model: velocity field ``u(t, x)`` (t = 0 noise, 1 data); a ``torch.nn.Module`` or
+                any callable. Its sample shape comes from ``model.sample_shape`` or ``sample_shape=``.
+            nfe: evaluation budget of the fitted solver.
+            loss: a :class:`~flowsolve.losses.Loss`; default ``RMSEBound(L_tau)``.
+            L_tau: Lipschitz hyper-parameter of the default loss (1.0).
+            iterations, batch_size, lr: Adam training loop (defaults 1000, 32, 2e-3).
+            train_trajectories, val_trajectories: ground-truth paths for training and
+                for validation (held-out noise); defaults 1024 and 256.
+            validate_every: iterations between validations (and checkpoints).
+            seed: noise and minibatch seed; the same seed gives the same result.
+            device, dtype: where and in which precision the model runs (default: the model's).
+            store: a directory (or :class:`~flowsolve.store.TrajectoryStore`) to keep the
+                ground truth in for reuse across step counts, families and runs; ``None`` keeps it in memory.
+            rtol, atol, max_step: dopri5 settings of the ground truth.
+            checkpoint: file to save progress to; an interrupted fit with the same settings
+                resumes from it.
+            init: a fitted solver of this family and NFE to start from (default identity).
+            progress: draw progress bars (default: when stderr is a terminal).
+
+        Returns:
+            The fitted :class:`~flowsolve.ParametricSolver`; ``solver.metadata`` holds the model
+            fingerprint, the settings, the best validation RMSE/PSNR and the history.
+
+        Example:
+            >>> import flowsolve
+            >>> from flowsolve.gaussian_mixture import GaussianMixtureFlow
+            >>> flow = GaussianMixtureFlow.random(dim=8, components=3)
+            >>> family = flowsolve.compose(flowsolve.ScaleTime(), flowsolve.Midpoint())
+            >>> solver = family.fit(flow, nfe=4, iterations=20, train_trajectories=64,
+            ...                     val_trajectories=32, progress=False)
+        """
+        from .fit import fit
+
+        return fit(self, model, nfe, **options)
+
 
 def compose(transform: Transform, base: BaseSolver) -> SolverFamily:
     """Combine a :class:`Transform` and a :class:`BaseSolver` into a :class:`SolverFamily`.

@@ -53,6 +53,16 @@ class GaussianMixtureFlow:
         return cls(means, stds, weights, scheduler)
 
     @property
+    def sample_shape(self) -> tuple[int, ...]:
+        """Shape of one sample (what noise to draw)."""
+        return (self.dim,)
+
+    def fingerprint(self) -> str:
+        from .fingerprint import tensor_fingerprint
+
+        return f"gmm-{self.scheduler!r}-" + tensor_fingerprint(self.means, self.stds, self.log_weights)
+
+    @property
     def dim(self) -> int:
         return self.means.shape[1]
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import NamedTuple
 
 import torch
+import torch.utils.checkpoint
 from torch import nn
 
 from ._rk import rk_step
@@ -119,14 +120,16 @@ class ParametricSolver(nn.Module):
         return table.to(device=like.device, dtype=like.dtype)
 
     def _stage_field(self, u, coefficients, stage_nodes, step_label, check_finite):
-        """``ubar`` at the nodes ``stage_nodes[k]`` (0-dim or ``(batch,)`` node indices)."""
+        """``ubar`` at the nodes ``stage_nodes[k]`` (0-dim or ``(batch,)`` node indices);
+        ``step_label`` is the step number, or the ``(batch,)`` step indices."""
 
         def stage(k, y):
             row = coefficients[stage_nodes[k]]
             drift, gain, inv_scale = (_per_sample(row[..., j], y) for j in (1, 2, 3))
-            velocity = call_field(
-                u, row[..., 0], y * inv_scale, where=f"in step {step_label}, stage {k}", check_finite=check_finite
+            where = f"in step {step_label}, stage {k}" if isinstance(step_label, int) else (
+                lambda bad: f"in step {sorted(set(step_label[bad].tolist()))}, stage {k}"
             )
+            velocity = call_field(u, row[..., 0], y * inv_scale, where=where, check_finite=check_finite)
             return drift * y + gain * velocity
 
         return stage
@@ -140,6 +143,7 @@ class ParametricSolver(nn.Module):
         return_intermediates: bool = False,
         check_finite: bool = True,
         differentiable: bool = False,
+        checkpoint_steps: bool = False,
     ) -> torch.Tensor | Trajectory:
         """Algorithm 4: all steps in ``r``-space, one division by ``s_n`` at the end.
 
@@ -150,15 +154,17 @@ class ParametricSolver(nn.Module):
             check_finite: stop with an error naming the step if ``u`` returns inf/NaN.
             differentiable: keep the autograd graph (for training through the rollout);
                 by default sampling runs under ``torch.no_grad()`` and stores no activations.
+            checkpoint_steps: with ``differentiable``, recompute each step's activations in the
+                backward pass instead of storing them (memory of one step, ~2x compute).
 
         Returns:
             ``x_n`` shaped like ``x0``, or a :class:`Trajectory` with ``x[-1] = x_n``.
         """
         _check_state(x0)
         with torch.set_grad_enabled(differentiable and torch.is_grad_enabled()):
-            return self._sample(u, x0, return_intermediates, check_finite)
+            return self._sample(u, x0, return_intermediates, check_finite, checkpoint_steps and differentiable)
 
-    def _sample(self, u, x0, return_intermediates, check_finite):
+    def _sample(self, u, x0, return_intermediates, check_finite, checkpoint_steps):
         coefficients = self._coefficients(x0)
         stage_index = self.grid.stage_index.tolist()
         start_index = self.grid.start_index.tolist()
@@ -166,7 +172,12 @@ class ParametricSolver(nn.Module):
         states = [x0]
         for i in range(self.n_steps):
             field = self._stage_field(u, coefficients, stage_index[i], i, check_finite)
-            xbar = rk_step(self.base.tableau, field, xbar, self.step_size)
+            if checkpoint_steps and torch.is_grad_enabled():
+                xbar = torch.utils.checkpoint.checkpoint(
+                    rk_step, self.base.tableau, field, xbar, self.step_size, use_reentrant=False
+                )
+            else:
+                xbar = rk_step(self.base.tableau, field, xbar, self.step_size)
             if return_intermediates:
                 states.append(xbar / coefficients[start_index[i + 1], 4])
         x_final = xbar / coefficients[start_index[-1], 4]
@@ -195,7 +206,7 @@ class ParametricSolver(nn.Module):
         stage_nodes = [self.grid.stage_index.to(x.device)[index, k] for k in range(self.base.stages)]
         start = _per_sample(coefficients[self.grid.start_index.to(x.device)[index], 4], x)
         end = _per_sample(coefficients[self.grid.start_index.to(x.device)[index + 1], 4], x)
-        label = i if isinstance(i, int) else "(per sample)"
+        label = int(i) if index.dim() == 0 else index
         field = self._stage_field(u, coefficients, stage_nodes, label, check_finite)
         return rk_step(self.base.tableau, field, start * x, self.step_size) / end
 

@@ -38,7 +38,7 @@ def accepts_batched_time(field: VelocityField) -> bool:
     return bool(getattr(field, "accepts_batched_time", False))
 
 
-def call_field(field: VelocityField, t: torch.Tensor, x: torch.Tensor, *, where: str = "", check_finite: bool = True):
+def call_field(field: VelocityField, t: torch.Tensor, x: torch.Tensor, *, where="", check_finite: bool = True):
     """Evaluate ``field(t, x)`` and check the result.
 
     Args:
@@ -46,18 +46,22 @@ def call_field(field: VelocityField, t: torch.Tensor, x: torch.Tensor, *, where:
         t: 0-dim time, or ``(batch,)`` per-sample times. A field not marked with
             :func:`batched_time` gets one call per distinct time in ``t``.
         x: state, ``(batch, ...)``.
-        where: text naming the solver step, used in error messages.
+        where: text naming the solver step, used in error messages; or a function that
+            receives the ``(batch,)`` mask of non-finite samples and returns that text.
         check_finite: raise :class:`NonFiniteVelocityError` on inf/NaN output.
     """
+    label = where if isinstance(where, str) else "in the solver"
     if t.dim() == 1 and not accepts_batched_time(field):
-        out = _call_grouped(field, t, x, where)
+        out = _call_grouped(field, t, x, label)
     else:
         out = field(t, x)
-        _check_output(out, x, where)
+        _check_output(out, x, label)
     if check_finite and not bool(torch.isfinite(out).all()):
-        times = t.unique().tolist() if t.dim() else [float(t)]
+        bad = ~torch.isfinite(out.reshape(out.shape[0], -1)).all(1)
+        times = sorted(set(t[bad].tolist())) if t.dim() else [float(t)]
+        label = where if isinstance(where, str) else where(bad)
         raise NonFiniteVelocityError(
-            f"the velocity field returned non-finite values {where} at t = {times[:8]}; "
+            f"the velocity field returned non-finite values {label} at t = {[round(v, 6) for v in times[:8]]}; "
             "check the model (and its time convention: flowsolve calls u(t, x) with t in [0, 1], 0 = noise)"
         )
     return out
@@ -66,15 +70,17 @@ def call_field(field: VelocityField, t: torch.Tensor, x: torch.Tensor, *, where:
 def _call_grouped(field, t, x, where):
     if t.shape[0] != x.shape[0]:
         raise ValueError(f"per-sample times have shape {tuple(t.shape)} but x has batch size {x.shape[0]}")
-    distinct, inverse = torch.unique(t, return_inverse=True)
+    distinct, inverse = torch.unique(t.detach(), return_inverse=True)
+    # Each group's time is one of its own entries of t (not the detached unique value), so
+    # gradients with respect to the times still flow.
     if distinct.numel() == 1:
-        out = field(distinct[0], x)
+        out = field(t[0], x)
         _check_output(out, x, where)
         return out
     pieces = [None] * distinct.numel()
     for g in range(distinct.numel()):
         members = (inverse == g).nonzero(as_tuple=True)[0]
-        piece = field(distinct[g], x[members])
+        piece = field(t[members[0]], x[members])
         _check_output(piece, x[members], where)
         pieces[g] = (members, piece)
     out = torch.empty_like(x, dtype=pieces[0][1].dtype)

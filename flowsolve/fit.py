@@ -1,0 +1,268 @@
+"""Fitting a bespoke solver to one model (Algorithm 3)."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import time
+from pathlib import Path
+
+import torch
+
+from ._version import __version__
+from .fingerprint import model_fingerprint
+from .ground_truth import DEFAULT_ATOL, DEFAULT_MAX_STEP, DEFAULT_RTOL, GroundTruth
+from .losses import Loss, RMSEBound
+from .metrics import psnr, rmse
+from .persistence import atomic_torch_save
+from .progress import Progress
+from .store import TrajectoryStore
+from .velocity import NonFiniteVelocityError
+
+CHECKPOINT_FORMAT = "flowsolve.fit-checkpoint"
+
+
+def evaluate(solver, u, reference, *, batch_size: int = 1024) -> dict:
+    """RMSE and PSNR of ``solver`` against ground truth.
+
+    Args:
+        solver: a :class:`~flowsolve.ParametricSolver`, or a :class:`~flowsolve.BaseSolver`
+            paired with ``nfe`` as ``(base, nfe)``.
+        u: the velocity field.
+        reference: a :class:`~flowsolve.GroundTruth` (or a :class:`~flowsolve.TrajectoryStore`,
+            whose first 256 paths are used), or a noise tensor ``x0`` (solved here with dopri5).
+
+    Returns:
+        ``{"rmse", "psnr", "nfe"}``; RMSE is the mean per-sample RMS error, PSNR uses range 2.
+    """
+    from .ground_truth import solve_reference
+
+    if isinstance(reference, TrajectoryStore):
+        reference = reference.load(256)
+    if isinstance(reference, GroundTruth):
+        x0, x1 = reference.x0, reference.x1
+    else:
+        x0, x1 = reference, solve_reference(u, reference, rtol=DEFAULT_RTOL * 1e-2, atol=DEFAULT_ATOL * 1e-2)
+    if isinstance(solver, tuple):
+        base, nfe = solver
+        run = lambda x: base.sample(u, x, nfe)  # noqa: E731
+    else:
+        nfe = solver.nfe
+        run = lambda x: solver.sample(u, x)  # noqa: E731
+    with torch.no_grad():
+        outputs = torch.cat([run(x0[i : i + batch_size]) for i in range(0, x0.shape[0], batch_size)])
+    return {"rmse": rmse(outputs, x1), "psnr": psnr(outputs, x1), "nfe": nfe}
+
+
+def _settings_hash(settings: dict) -> str:
+    return hashlib.sha256(json.dumps(settings, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def fit(
+    family,
+    model,
+    nfe: int,
+    *,
+    loss: Loss | None = None,
+    L_tau: float | None = None,
+    iterations: int = 1000,
+    batch_size: int = 32,
+    lr: float = 2e-3,
+    train_trajectories: int = 1024,
+    val_trajectories: int = 256,
+    validate_every: int = 50,
+    seed: int = 0,
+    device=None,
+    dtype: torch.dtype | None = None,
+    sample_shape=None,
+    store=None,
+    rtol: float = DEFAULT_RTOL,
+    atol: float = DEFAULT_ATOL,
+    max_step: float | None = DEFAULT_MAX_STEP,
+    checkpoint=None,
+    init=None,
+    progress: bool | None = None,
+):
+    """Fit ``family.at(nfe)`` to ``model`` (see :meth:`SolverFamily.fit`)."""
+    loss = _resolve_loss(loss, L_tau)
+    for name, value in (("iterations", iterations), ("batch_size", batch_size), ("train_trajectories", train_trajectories),
+                        ("val_trajectories", val_trajectories), ("validate_every", validate_every)):
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            raise ValueError(f"{name} must be a positive int, got {value!r}")
+    if not lr > 0:
+        raise ValueError(f"lr must be positive, got {lr!r}")
+    device = torch.device(device or _model_device(model))
+    dtype = dtype or _model_dtype(model)
+    solver = family.at(nfe)
+    if init is not None:
+        _initialise(solver, init)
+    solver.to(device)
+
+    if not isinstance(store, TrajectoryStore):
+        store = TrajectoryStore(store, model, sample_shape=sample_shape, dtype=dtype, device=device, seed=seed,
+                                rtol=rtol, atol=atol, max_step=max_step)
+    started = time.perf_counter()
+    validation = store.load(val_trajectories, device=device, progress=progress)
+    training = store.load(train_trajectories, start=val_trajectories, device=device, progress=progress)
+    ground_truth_seconds = time.perf_counter() - started
+
+    settings = {
+        "family": {"transform": solver.transform.to_dict(), "base": solver.base.name},
+        "nfe": nfe, "loss": loss.to_dict(), "iterations": iterations, "batch_size": batch_size, "lr": lr,
+        "train_trajectories": train_trajectories, "val_trajectories": val_trajectories,
+        "validate_every": validate_every, "seed": seed, "store": store.key,
+        "init": None if init is None else _init_label(init),
+    }
+    optimizer = torch.optim.Adam(solver.parameters(), lr=lr)
+    generator = torch.Generator().manual_seed(seed)
+    state = {"iteration": 0, "history": [], "best": None, "best_rmse": math.inf}
+    checkpoint = None if checkpoint is None else Path(checkpoint)
+    if checkpoint is not None and checkpoint.exists():
+        _resume(checkpoint, settings, solver, optimizer, generator, state)
+
+    def validate():
+        metrics = evaluate(solver, model, validation)
+        record = {"iteration": state["iteration"], "val_rmse": metrics["rmse"], "val_psnr": metrics["psnr"]}
+        if metrics["rmse"] < state["best_rmse"]:
+            state["best_rmse"] = metrics["rmse"]
+            state["best"] = {k: v.detach().clone() for k, v in solver.params.items()}
+        return record
+
+    fit_started = time.perf_counter()
+    try:
+        _train(solver, model, loss, optimizer, generator, training, state, validate, settings, checkpoint,
+               iterations=iterations, batch_size=batch_size, validate_every=validate_every, device=device,
+               progress=progress, label=f"fit {solver.transform.name} {solver.base.name} nfe={nfe}")
+    except NonFiniteVelocityError as error:
+        raise NonFiniteVelocityError(f"fit stopped at iteration {state['iteration']}: {error}") from error
+
+    with torch.no_grad():
+        for name, value in state["best"].items():
+            solver.params[name].copy_(value)
+    best = min(state["history"], key=lambda r: r["val_rmse"])
+    solver.metadata = {
+        "model_fingerprint": store.key["model"],
+        "fit": settings,
+        "library_version": __version__,
+        "validation": {"rmse": best["val_rmse"], "psnr": best["val_psnr"], "iteration": best["iteration"]},
+        "history": state["history"],
+        "timing": {"ground_truth_seconds": ground_truth_seconds, "fit_seconds": time.perf_counter() - fit_started,
+                   "ground_truth_nfe_per_path": training.evaluations},
+    }
+    return solver
+
+
+def _train(solver, model, loss, optimizer, generator, training, state, validate, settings, checkpoint, *,
+           iterations, batch_size, validate_every, device, progress, label):
+    if state["iteration"] == 0 and not state["history"]:
+        state["history"].append({**validate(), "train_loss": None})
+    with Progress(iterations, label, enabled=progress, start=state["iteration"]) as bar:
+        running = []
+        while state["iteration"] < iterations:
+            batch = torch.randint(len(training), (batch_size,), generator=generator).to(device)
+            optimizer.zero_grad(set_to_none=True)
+            value = loss(solver, model, training.subset(batch))
+            if not torch.isfinite(value):
+                raise FloatingPointError(
+                    f"fit stopped at iteration {state['iteration']}: the loss is {float(value)}; "
+                    "lower lr or check the model"
+                )
+            value.backward()
+            optimizer.step()
+            state["iteration"] += 1
+            running.append(float(value.detach()))
+            if state["iteration"] % validate_every == 0 or state["iteration"] == iterations:
+                record = {**validate(), "train_loss": sum(running) / len(running)}
+                running = []
+                state["history"].append(record)
+                if checkpoint is not None:
+                    _save_checkpoint(checkpoint, settings, solver, optimizer, generator, state)
+                bar.update(0, loss=record["train_loss"], val_rmse=record["val_rmse"], best=state["best_rmse"])
+            bar.update(1)
+
+
+def _resolve_loss(loss, L_tau):
+    if loss is None:
+        return RMSEBound() if L_tau is None else RMSEBound(L_tau=L_tau)
+    if not isinstance(loss, Loss):
+        raise TypeError(f"loss must be a flowsolve Loss instance such as RMSEBound(), got {type(loss).__name__}")
+    if L_tau is not None:
+        raise ValueError("pass L_tau either to fit (for the default RMSEBound) or to the loss, not both")
+    return loss
+
+
+def _model_device(model):
+    if isinstance(model, torch.nn.Module):
+        for tensor in model.parameters():
+            return tensor.device
+    return torch.device("cpu")
+
+
+def _model_dtype(model):
+    if isinstance(model, torch.nn.Module):
+        for tensor in model.parameters():
+            if tensor.is_floating_point():
+                return tensor.dtype
+    return torch.float32
+
+
+def _init_label(init):
+    return init if isinstance(init, str) else getattr(init, "metadata", {}).get("model_fingerprint", "solver")
+
+
+def _initialise(solver, init) -> None:
+    """Start from another fitted solver of the same family and NFE."""
+    from .solver import ParametricSolver
+
+    if not isinstance(init, ParametricSolver):
+        raise TypeError(f"init must be a fitted ParametricSolver, got {type(init).__name__}")
+    if init.transform != solver.transform or init.base != solver.base or init.n_steps != solver.n_steps:
+        raise ValueError(
+            f"init solver ({init.extra_repr()}) is not of the family and NFE being fitted ({solver.extra_repr()})"
+        )
+    solver.load_state_dict(init.state_dict())
+
+
+def _save_checkpoint(path, settings, solver, optimizer, generator, state) -> None:
+    atomic_torch_save(
+        {
+            "format": CHECKPOINT_FORMAT,
+            "settings_hash": _settings_hash(settings),
+            "settings": json.dumps(settings, sort_keys=True),
+            "params": {k: v.detach().cpu() for k, v in solver.params.items()},
+            "optimizer": optimizer.state_dict(),
+            "generator": generator.get_state(),
+            "iteration": state["iteration"],
+            "history": json.dumps(state["history"]),
+            "best": {k: v.cpu() for k, v in state["best"].items()},
+            "best_rmse": state["best_rmse"],
+        },
+        path,
+    )
+
+
+def _resume(path, settings, solver, optimizer, generator, state) -> None:
+    try:
+        saved = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as error:
+        raise ValueError(f"fit checkpoint {path} is unreadable ({error}); delete it to start over") from error
+    if not isinstance(saved, dict) or saved.get("format") != CHECKPOINT_FORMAT:
+        raise ValueError(f"{path} is not a flowsolve fit checkpoint")
+    if saved["settings_hash"] != _settings_hash(settings):
+        raise ValueError(
+            f"fit checkpoint {path} was written for other settings; pass another checkpoint path or delete it. "
+            f"Stored: {saved['settings']}"
+        )
+    device = next(iter(solver.params.values())).device
+    with torch.no_grad():
+        for name, value in saved["params"].items():
+            solver.params[name].copy_(value)
+    optimizer.load_state_dict(saved["optimizer"])
+    generator.set_state(saved["generator"])
+    state.update(
+        iteration=saved["iteration"],
+        history=json.loads(saved["history"]),
+        best={k: v.to(device) for k, v in saved["best"].items()},
+        best_rmse=saved["best_rmse"],
+    )

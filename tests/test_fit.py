@@ -1,0 +1,129 @@
+"""fit (Algorithm 3): improvement, determinism, resume, errors, metadata, evaluate."""
+
+import pytest
+import torch
+
+import flowsolve
+from flowsolve.fit import evaluate
+from flowsolve.gaussian_mixture import GaussianMixtureFlow
+from flowsolve.store import StoreMismatchError, TrajectoryStore
+from flowsolve.velocity import NonFiniteVelocityError
+
+SMALL = dict(train_trajectories=64, val_trajectories=32, batch_size=16, progress=False)
+
+
+@pytest.fixture(scope="module")
+def flow():
+    return GaussianMixtureFlow.random(dim=8, components=4, seed=3)
+
+
+@pytest.fixture(scope="module")
+def family():
+    return flowsolve.compose(flowsolve.ScaleTime(), flowsolve.Midpoint())
+
+
+def test_fit_beats_the_base_solver_on_held_out_noise(flow, family):
+    solver = family.fit(flow, nfe=6, iterations=150, validate_every=50, **SMALL)
+    history = solver.metadata["history"]
+    assert history[0]["iteration"] == 0 and history[-1]["iteration"] == 150
+    base = history[0]["val_rmse"]  # identity = plain midpoint
+    held_out = TrajectoryStore(None, flow, seed=123, shard_size=64).load(64, progress=False)
+    fitted, plain = evaluate(solver, flow, held_out), evaluate((flowsolve.Midpoint(), 6), flow, held_out)
+    assert abs(base - evaluate((flowsolve.Midpoint(), 6), flow, TrajectoryStore(None, flow, shard_size=256).load(32))["rmse"]) < 1e-6
+    assert fitted["rmse"] < 0.8 * plain["rmse"]
+    assert fitted["nfe"] == plain["nfe"] == 6
+
+
+def test_same_seed_same_result_and_metadata(flow, family):
+    first = family.fit(flow, nfe=4, iterations=20, validate_every=10, seed=5, **SMALL)
+    second = family.fit(flow, nfe=4, iterations=20, validate_every=10, seed=5, **SMALL)
+    for name in first.params:
+        assert torch.equal(first.params[name], second.params[name])
+    meta = first.metadata
+    assert meta["model_fingerprint"] == TrajectoryStore(None, flow).key["model"]
+    assert meta["fit"]["loss"] == {"name": "rmse-bound", "L_tau": 1.0} and meta["fit"]["seed"] == 5
+    assert meta["validation"]["rmse"] == min(r["val_rmse"] for r in meta["history"])
+
+
+def test_interrupted_fit_resumes_to_the_same_parameters(tmp_path, flow, family):
+    options = dict(nfe=4, iterations=30, validate_every=10, seed=1, **SMALL)
+    uninterrupted = family.fit(flow, **options)
+
+    class Interrupting:
+        """The flow, but interrupting the fit after a number of calls."""
+
+        sample_shape, accepts_batched_time = flow.sample_shape, True
+
+        def __init__(self, calls):
+            self.calls = calls
+
+        def fingerprint(self):
+            return flow.fingerprint()
+
+        def __call__(self, t, x):
+            self.calls -= 1
+            if self.calls < 0:
+                raise KeyboardInterrupt
+            return flow(t, x)
+
+    store = TrajectoryStore(tmp_path / "store", flow, shard_size=256, seed=1)
+    store.load(96, progress=False)  # ground truth ready: the interruption hits training
+    with pytest.raises(KeyboardInterrupt):
+        family.fit(Interrupting(calls=45), store=tmp_path / "store", checkpoint=tmp_path / "fit.ckpt", **options)
+    assert (tmp_path / "fit.ckpt").exists()
+    resumed = family.fit(Interrupting(calls=10**9), store=tmp_path / "store", checkpoint=tmp_path / "fit.ckpt", **options)
+    for name in uninterrupted.params:
+        assert torch.equal(resumed.params[name], uninterrupted.params[name]), name
+    assert resumed.metadata["history"] == uninterrupted.metadata["history"]
+
+
+def test_checkpoint_of_other_settings_is_refused(tmp_path, flow, family):
+    family.fit(flow, nfe=4, iterations=10, validate_every=10, checkpoint=tmp_path / "c.ckpt", **SMALL)
+    with pytest.raises(ValueError, match="written for other settings"):
+        family.fit(flow, nfe=4, iterations=10, validate_every=10, lr=1e-3, checkpoint=tmp_path / "c.ckpt", **SMALL)
+
+
+def test_non_finite_model_output_stops_the_fit_naming_step_and_time(flow, family):
+    class Poisoned:
+        sample_shape, accepts_batched_time, poisoned = flow.sample_shape, True, False
+
+        def fingerprint(self):
+            return "poisoned"
+
+        def __call__(self, t, x):
+            out = flow(t, x)
+            if self.poisoned:
+                bad = (t.reshape(-1) > 0.7) & (t.reshape(-1) < 0.8)
+                out = torch.where(bad.reshape(-1, 1), torch.full_like(out, float("nan")), out)
+            return out
+
+    model = Poisoned()
+    store = TrajectoryStore(None, model, shard_size=256)
+    store.load(96, progress=False)
+    model.poisoned = True
+    with pytest.raises(NonFiniteVelocityError, match=r"fit stopped at iteration \d+: .* in step \[?\d+.*, stage \d at t = \[0\.7"):
+        family.fit(model, nfe=4, iterations=10, store=store, **SMALL)
+
+
+def test_fit_reuses_a_store_of_the_model_and_refuses_another(tmp_path, flow, family):
+    family.fit(flow, nfe=4, iterations=5, validate_every=5, store=tmp_path, **SMALL)
+    other = GaussianMixtureFlow.random(dim=8, components=4, seed=4)
+    with pytest.raises(StoreMismatchError, match="model: stored"):
+        family.fit(other, nfe=4, iterations=5, store=tmp_path, **SMALL)
+
+
+def test_fitted_solver_round_trips_with_its_history(tmp_path, flow, family):
+    solver = family.fit(flow, nfe=4, iterations=10, validate_every=5, **SMALL)
+    solver.save(tmp_path / "s.pt")
+    loaded = flowsolve.load(tmp_path / "s.pt")
+    assert loaded.metadata == solver.metadata
+    assert len(loaded.metadata["history"]) == 3
+
+
+def test_bad_options_are_refused(flow, family):
+    with pytest.raises(ValueError, match="iterations must be a positive int"):
+        family.fit(flow, nfe=4, iterations=0)
+    with pytest.raises(ValueError, match="not both"):
+        family.fit(flow, nfe=4, loss=flowsolve.losses.LTE(), L_tau=2.0)
+    with pytest.raises(ValueError, match="nfe=5 does not split"):
+        family.fit(flow, nfe=5)

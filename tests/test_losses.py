@@ -1,0 +1,93 @@
+"""Losses: the batched RMSE-Bound against a per-step loop, and RMSE <= RMSE-Bound when L_tau >= L_u."""
+
+import pytest
+import torch
+
+import flowsolve
+from flowsolve.gaussian_mixture import GaussianMixtureFlow
+from flowsolve.ground_truth import ground_truth
+from flowsolve.losses import LTE, RMSE, RMSEBound, amplification
+from flowsolve.metrics import per_sample_rms
+from flowsolve.velocity import batched_time
+
+from .problems import LinearSystem, random_matrix, randomize_parameters
+
+
+def test_amplification_is_the_product_of_later_step_constants():
+    L = torch.tensor([1.5, 2.0, 3.0, 5.0], dtype=torch.float64)
+    torch.testing.assert_close(amplification(L), torch.tensor([30.0, 15.0, 5.0, 1.0], dtype=torch.float64))
+
+
+@pytest.mark.parametrize("base", [flowsolve.Euler(), flowsolve.Midpoint(), flowsolve.RK3()], ids=repr)
+def test_batched_bound_equals_a_loop_over_steps(base):
+    flow = GaussianMixtureFlow.random(dim=6, components=3, seed=1)
+    gt = ground_truth(flow, torch.randn(10, 6, dtype=torch.float64))
+    solver = flowsolve.compose(flowsolve.ScaleTime(), base).at(nfe=4 * base.stages)
+    randomize_parameters(solver, seed=5, spread=0.2)
+    _, t, *_ = solver.nodes()
+    t = t[solver.grid.start_index]
+    L = solver.step_lipschitz(1.0).detach()
+    bound = lte = 0.0
+    for i in range(solver.n_steps):
+        start = gt.at(t[i].expand(10))
+        predicted = solver.step(i, start, flow)
+        error = per_sample_rms(gt.at(t[i + 1].expand(10)) - predicted)
+        bound = bound + torch.prod(L[i + 1 :]) * error
+        lte = lte + error
+    torch.testing.assert_close(RMSEBound(1.0)(solver, flow, gt).detach(), bound.mean().detach())
+    torch.testing.assert_close(LTE()(solver, flow, gt).detach(), lte.mean().detach())
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_rmse_is_below_the_bound_when_L_tau_bounds_the_field(seed):
+    field = batched_time(LinearSystem(random_matrix(5, seed) * 1.5))
+    gt = ground_truth(field, torch.randn(32, 5, dtype=torch.float64), rtol=1e-10, atol=1e-10)
+    solver = flowsolve.compose(flowsolve.ScaleTime(), flowsolve.Midpoint()).at(nfe=6)
+    randomize_parameters(solver, seed=seed, spread=0.5)
+    rmse = RMSE()(solver, field, gt)
+    bound = RMSEBound(L_tau=field.lipschitz)(solver, field, gt)
+    assert rmse <= bound
+    assert rmse > 0.05 * bound  # the comparison is not vacuous
+
+
+def test_checkpointed_rmse_has_the_same_gradient():
+    flow = GaussianMixtureFlow.random(dim=6, components=3, seed=1)
+    gt = ground_truth(flow, torch.randn(8, 6, dtype=torch.float64))
+    solver = flowsolve.compose(flowsolve.ScaleTime(), flowsolve.Midpoint()).at(nfe=6)
+    randomize_parameters(solver, seed=2)
+    grads = []
+    for loss in (RMSE(), RMSE(checkpoint=True)):
+        solver.zero_grad()
+        loss(solver, flow, gt).backward()
+        grads.append([p.grad.clone() for p in solver.params.values()])
+    for plain, checkpointed in zip(*grads):
+        torch.testing.assert_close(plain, checkpointed)
+
+
+@pytest.mark.parametrize("loss", [RMSE(), RMSEBound(), LTE()], ids=repr)
+def test_every_loss_has_gradients_for_times_and_scales(loss):
+    flow = GaussianMixtureFlow.random(dim=6, components=3, seed=1)
+    gt = ground_truth(flow, torch.randn(8, 6))
+    solver = flowsolve.compose(flowsolve.ScaleTime(), flowsolve.Midpoint()).at(nfe=6)
+    loss(solver, flow, gt).backward()
+    for name, p in solver.params.items():
+        assert p.grad is not None and torch.isfinite(p.grad).all() and p.grad.abs().sum() > 0, name
+
+
+def test_scalar_time_fields_train_like_batched_ones():
+    flow = GaussianMixtureFlow.random(dim=6, components=3, seed=1)
+    gt = ground_truth(flow, torch.randn(8, 6, dtype=torch.float64))
+    solver = flowsolve.compose(flowsolve.ScaleTime(), flowsolve.Midpoint()).at(nfe=6)
+    randomize_parameters(solver, seed=3)
+    grads = []
+    for field in (flow, lambda t, x: flow(t, x)):  # the lambda only gets 0-dim times
+        solver.zero_grad()
+        RMSEBound()(solver, field, gt).backward()
+        grads.append([p.grad.clone() for p in solver.params.values()])
+    for batched, grouped in zip(*grads):
+        torch.testing.assert_close(batched, grouped)
+
+
+def test_L_tau_must_be_non_negative():
+    with pytest.raises(ValueError, match="L_tau must be a non-negative number"):
+        RMSEBound(L_tau=-1)
