@@ -162,16 +162,15 @@ def _train(solver, model, loss, optimizer, generator, training, state, validate,
         while state["iteration"] < iterations:
             batch = torch.randint(len(training), (batch_size,), generator=generator).to(device)
             optimizer.zero_grad(set_to_none=True)
-            value = loss(solver, model, training.subset(batch))
+            value = loss.backward(solver, model, training.subset(batch))
             if not torch.isfinite(value):
                 raise FloatingPointError(
                     f"fit stopped at iteration {state['iteration']}: the loss is {float(value)}; "
                     "lower lr or check the model"
                 )
-            value.backward()
             optimizer.step()
             state["iteration"] += 1
-            running.append(float(value.detach()))
+            running.append(float(value))
             if state["iteration"] % validate_every == 0 or state["iteration"] == iterations:
                 record = {**validate(), "train_loss": sum(running) / len(running)}
                 running = []

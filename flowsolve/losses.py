@@ -27,6 +27,15 @@ class Loss(abc.ABC):
     @abc.abstractmethod
     def __call__(self, solver, u: VelocityField, gt: GroundTruth) -> torch.Tensor: ...
 
+    def backward(self, solver, u: VelocityField, gt: GroundTruth) -> torch.Tensor:
+        """Accumulate the loss gradient into the solver's parameters; return the (detached) loss.
+
+        Losses whose terms are independent may split the work to bound memory.
+        """
+        value = self(solver, u, gt)
+        value.backward()
+        return value.detach()
+
     def to_dict(self) -> dict:
         return {"name": self.name, **attrs.asdict(self)} if attrs.has(type(self)) else {"name": self.name}
 
@@ -52,21 +61,21 @@ class RMSE(Loss):
         return per_sample_rms(x1 - gt.x1).mean()
 
 
-def local_errors(solver, u: VelocityField, gt: GroundTruth) -> torch.Tensor:
-    """``d_{i+1} = ||x(t_{i+1}) - step_x(t_i, x(t_i))||`` for every step and path, ``(n, batch)``.
+def local_errors(solver, u: VelocityField, gt: GroundTruth, steps: torch.Tensor | None = None) -> torch.Tensor:
+    """``d_{i+1} = ||x(t_{i+1}) - step_x(t_i, x(t_i))||`` per step and path, ``(len(steps), batch)``.
 
-    All steps run as one batch of ``n * batch`` states (one field call per stage). The GT
-    points move with the learned times through eq. 27.
+    The steps (default: all) run as one batch of ``len(steps) * batch`` states, one field call
+    per stage. The GT points move with the learned times through eq. 27.
     """
-    n, batch = solver.n_steps, len(gt)
-    device = gt.x0.device
+    batch, device = len(gt), gt.x0.device
+    steps = torch.arange(solver.n_steps) if steps is None else steps
     times = solver.node_values().t[solver.grid.start_index.to(solver.grid.r.device)].to(device)
-    steps = torch.arange(n, device=device).repeat_interleave(batch)
-    paths = torch.arange(batch, device=device).repeat(n)
-    start = gt.at(times[steps], paths)
-    target = gt.at(times[steps + 1], paths)
-    predicted = solver.step(steps, start, u)
-    return per_sample_rms(target - predicted).reshape(n, batch)
+    per_sample_steps = steps.to(device).repeat_interleave(batch)
+    paths = torch.arange(batch, device=device).repeat(len(steps))
+    start = gt.at(times[per_sample_steps], paths)
+    target = gt.at(times[per_sample_steps + 1], paths)
+    predicted = solver.step(per_sample_steps, start, u)
+    return per_sample_rms(target - predicted).reshape(len(steps), batch)
 
 
 def amplification(step_lipschitz: torch.Tensor) -> torch.Tensor:
@@ -75,29 +84,64 @@ def amplification(step_lipschitz: torch.Tensor) -> torch.Tensor:
     return torch.flip(torch.cumprod(torch.flip(later, [0]), 0), [0])
 
 
+def _check_chunk(instance, attribute, value):
+    if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 1):
+        raise ValueError(f"{attribute.name} must be None or a positive int (steps per batch), got {value!r}")
+
+
+class _WeightedLocalErrors(Loss):
+    """``sum_i w_i d_i`` over the steps; ``steps_per_batch`` bounds memory in :meth:`backward`."""
+
+    steps_per_batch: int | None
+
+    def step_weights(self, solver) -> torch.Tensor:
+        raise NotImplementedError
+
+    def _partial(self, solver, u, gt, steps):
+        errors = local_errors(solver, u, gt, steps)
+        weights = self.step_weights(solver)[steps].to(errors)
+        return (weights[:, None] * errors).sum(0).mean()
+
+    def __call__(self, solver, u, gt):
+        return self._partial(solver, u, gt, torch.arange(solver.n_steps))
+
+    def backward(self, solver, u, gt):
+        if self.steps_per_batch is None:
+            return super().backward(solver, u, gt)
+        total = 0.0
+        for steps in torch.arange(solver.n_steps).split(self.steps_per_batch):
+            value = self._partial(solver, u, gt, steps)
+            value.backward()
+            total = total + value.detach()
+        return total
+
+
 @attrs.frozen
-class RMSEBound(Loss):
+class RMSEBound(_WeightedLocalErrors):
     """The paper's RMSE-Bound (eq. 26): ``sum_i M_i d_i``, an upper bound of the RMSE when
-    ``L_tau`` bounds the Lipschitz constant of ``u``. Steps are independent, so they run as one batch.
+    ``L_tau`` bounds the Lipschitz constant of ``u``.
+
+    Steps are independent: by default they run as one batch; ``steps_per_batch=k`` evaluates
+    and back-propagates ``k`` steps at a time, so memory does not grow with ``n``.
     """
 
     L_tau: float = attrs.field(default=1.0, validator=_check_L_tau)
+    steps_per_batch: int | None = attrs.field(default=None, validator=_check_chunk)
     name = "rmse-bound"
 
-    def __call__(self, solver, u, gt):
-        errors = local_errors(solver, u, gt)
-        weights = amplification(solver.step_lipschitz(self.L_tau)).to(errors)
-        return (weights[:, None] * errors).sum(0).mean()
+    def step_weights(self, solver):
+        return amplification(solver.step_lipschitz(self.L_tau))
 
 
 @attrs.frozen
-class LTE(Loss):
+class LTE(_WeightedLocalErrors):
     """Sum of local truncation errors: RMSE-Bound with every ``M_i = 1``."""
 
+    steps_per_batch: int | None = attrs.field(default=None, validator=_check_chunk)
     name = "lte"
 
-    def __call__(self, solver, u, gt):
-        return local_errors(solver, u, gt).sum(0).mean()
+    def step_weights(self, solver):
+        return torch.ones(solver.n_steps, dtype=torch.float64)
 
 
 BUILTIN_LOSSES: dict[str, type[Loss]] = {cls.name: cls for cls in (RMSE, RMSEBound, LTE)}

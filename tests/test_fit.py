@@ -41,7 +41,7 @@ def test_same_seed_same_result_and_metadata(flow, family):
         assert torch.equal(first.params[name], second.params[name])
     meta = first.metadata
     assert meta["model_fingerprint"] == TrajectoryStore(None, flow).key["model"]
-    assert meta["fit"]["loss"] == {"name": "rmse-bound", "L_tau": 1.0} and meta["fit"]["seed"] == 5
+    assert meta["fit"]["loss"] == {"name": "rmse-bound", "L_tau": 1.0, "steps_per_batch": None} and meta["fit"]["seed"] == 5
     assert meta["validation"]["rmse"] == min(r["val_rmse"] for r in meta["history"])
 
 

@@ -91,3 +91,20 @@ def test_scalar_time_fields_train_like_batched_ones():
 def test_L_tau_must_be_non_negative():
     with pytest.raises(ValueError, match="L_tau must be a non-negative number"):
         RMSEBound(L_tau=-1)
+
+
+@pytest.mark.parametrize("loss", [RMSEBound(steps_per_batch=2), LTE(steps_per_batch=1)], ids=repr)
+def test_step_batches_give_the_same_value_and_gradient(loss):
+    flow = GaussianMixtureFlow.random(dim=6, components=3, seed=1)
+    gt = ground_truth(flow, torch.randn(8, 6, dtype=torch.float64))
+    solver = flowsolve.compose(flowsolve.ScaleTime(), flowsolve.Midpoint()).at(nfe=10)
+    randomize_parameters(solver, seed=4)
+    whole = type(loss)()
+    results = []
+    for variant in (whole, loss):
+        solver.zero_grad()
+        value = variant.backward(solver, flow, gt)
+        results.append((value, [p.grad.clone() for p in solver.params.values()]))
+    torch.testing.assert_close(results[0][0], results[1][0])
+    for a, b in zip(results[0][1], results[1][1]):
+        torch.testing.assert_close(a, b)
