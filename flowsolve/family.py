@@ -57,7 +57,8 @@ class SolverFamily:
             train_trajectories, val_trajectories: ground-truth paths for training and
                 for validation (held-out noise); defaults 1024 and 256.
             validate_every: iterations between validations (and checkpoints).
-            seed: noise and minibatch seed; the same seed gives the same result.
+            seed: minibatch seed; the same seeds give the same result.
+            noise_seed: seed of the ground-truth noise (part of the store's key).
             device, dtype: where and in which precision the model runs (default: the model's).
             store: a directory (or :class:`~flowsolve.store.TrajectoryStore`) to keep the
                 ground truth in for reuse across step counts, families and runs; ``None`` keeps it in memory.

@@ -73,6 +73,7 @@ def fit(
     val_trajectories: int = 256,
     validate_every: int = 50,
     seed: int = 0,
+    noise_seed: int = 0,
     device=None,
     dtype: torch.dtype | None = None,
     sample_shape=None,
@@ -100,7 +101,7 @@ def fit(
     solver.to(device)
 
     if not isinstance(store, TrajectoryStore):
-        store = TrajectoryStore(store, model, sample_shape=sample_shape, dtype=dtype, device=device, seed=seed,
+        store = TrajectoryStore(store, model, sample_shape=sample_shape, dtype=dtype, device=device, seed=noise_seed,
                                 rtol=rtol, atol=atol, max_step=max_step)
     started = time.perf_counter()
     validation = store.load(val_trajectories, device=device, progress=progress)

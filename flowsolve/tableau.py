@@ -126,6 +126,18 @@ class ButcherTableau:
                         f"its actual order is {self.achieved_order()}"
                     )
 
+    @classmethod
+    def unchecked(cls, name, a, b, c, order) -> "ButcherTableau":
+        """Build a tableau without validation.
+
+        Only for conformance fixtures: the suite must catch on its own the wrong solvers that
+        construction would refuse (a midpoint with a wrong ``c``, an RK4 with a wrong weight).
+        """
+        tableau = object.__new__(cls)
+        for field, value in (("name", name), ("a", _matrix(a)), ("b", _vector(b)), ("c", _vector(c)), ("order", order)):
+            object.__setattr__(tableau, field, value)
+        return tableau
+
     @property
     def stages(self) -> int:
         return len(self.b)

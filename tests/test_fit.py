@@ -66,7 +66,7 @@ def test_interrupted_fit_resumes_to_the_same_parameters(tmp_path, flow, family):
                 raise KeyboardInterrupt
             return flow(t, x)
 
-    store = TrajectoryStore(tmp_path / "store", flow, shard_size=256, seed=1)
+    store = TrajectoryStore(tmp_path / "store", flow, shard_size=256)
     store.load(96, progress=False)  # ground truth ready: the interruption hits training
     with pytest.raises(KeyboardInterrupt):
         family.fit(Interrupting(calls=45), store=tmp_path / "store", checkpoint=tmp_path / "fit.ckpt", **options)

@@ -1,0 +1,1 @@
+"""flowsolve's solver conformance suite (installed as ``flowsolve.conformance``)."""

@@ -1,0 +1,26 @@
+"""flowsolve's own solvers, transforms, losses and adapters, registered like any plugin."""
+
+from __future__ import annotations
+
+from .hookspecs import hookimpl
+
+
+@hookimpl
+def flowsolve_base_solvers():
+    from .base_solvers import BUILTIN_BASE_SOLVERS
+
+    return dict(BUILTIN_BASE_SOLVERS)
+
+
+@hookimpl
+def flowsolve_transforms():
+    from .transforms import BUILTIN_TRANSFORMS
+
+    return dict(BUILTIN_TRANSFORMS)
+
+
+@hookimpl
+def flowsolve_losses():
+    from .losses import BUILTIN_LOSSES
+
+    return dict(BUILTIN_LOSSES)

@@ -1,0 +1,60 @@
+"""The hooks a flowsolve plugin can implement.
+
+A plugin is a module (or object) with functions marked ``@flowsolve.hookimpl``, registered
+through the ``flowsolve`` entry-point group::
+
+    [project.entry-points.flowsolve]
+    myplugin = "my_package.flowsolve_plugin"
+
+Every hook is called with keyword arguments only; hookspecs only ever gain optional arguments.
+"""
+
+from __future__ import annotations
+
+import pluggy
+
+PROJECT = "flowsolve"
+hookspec = pluggy.HookspecMarker(PROJECT)
+hookimpl = pluggy.HookimplMarker(PROJECT)
+
+
+@hookspec
+def flowsolve_model_adapters():
+    """Model adapters this plugin provides.
+
+    :return: a mapping ``{kind: factory}``; ``factory(model, **options)`` returns a velocity
+        field ``u(t, x)`` in flowsolve's convention (t = 0 noise, t = 1 data).
+    """
+
+
+@hookspec(firstresult=True)
+def flowsolve_detect_adapter(model):
+    """Recognise a model object and name the adapter kind that handles it.
+
+    :param model: the object a user passed to ``flowsolve.adapt(model)`` without a kind.
+    :return: ``(kind, options)`` if this plugin handles ``model``, else ``None``.
+    """
+
+
+@hookspec
+def flowsolve_base_solvers():
+    """Base solvers this plugin provides.
+
+    :return: a mapping ``{name: factory}``; ``factory()`` returns a :class:`flowsolve.BaseSolver`.
+    """
+
+
+@hookspec
+def flowsolve_transforms():
+    """Transforms this plugin provides.
+
+    :return: a mapping ``{name: Transform subclass}``; the name is what solver files store.
+    """
+
+
+@hookspec
+def flowsolve_losses():
+    """Training losses this plugin provides.
+
+    :return: a mapping ``{name: Loss subclass}``.
+    """
