@@ -1,6 +1,8 @@
 """flowsolve: bespoke (learned) ODE solvers for sampling pre-trained flow and diffusion models."""
 
+from . import schedulers
 from ._version import __version__
+from .adapters import ClassifierFreeGuidance, adapt
 from .base_solvers import RK3, RK4, RK38, BaseSolver, Euler, Heun, Midpoint
 from .family import SolverFamily, compose
 from .fit import evaluate
@@ -8,7 +10,9 @@ from .gaussian_mixture import GaussianMixtureFlow
 from .ground_truth import GroundTruth, ground_truth
 from .losses import LTE, RMSE, Loss, RMSEBound
 from .grid import NodeGrid
+from .hookspecs import hookimpl
 from .persistence import SolverFileError, load
+from .reschedule import Rescheduled, reschedule
 from .solver import Nodes, ParametricSolver, Trajectory
 from .store import StoreMismatchError, TrajectoryStore
 from .tableau import ButcherTableau
@@ -19,6 +23,7 @@ __all__ = [
     "__version__",
     "BaseSolver",
     "ButcherTableau",
+    "ClassifierFreeGuidance",
     "Euler",
     "GaussianMixtureFlow",
     "GroundTruth",
@@ -36,6 +41,7 @@ __all__ = [
     "RK4",
     "RMSE",
     "RMSEBound",
+    "Rescheduled",
     "ScaleOnly",
     "ScaleTime",
     "SolverFamily",
@@ -45,9 +51,13 @@ __all__ = [
     "Trajectory",
     "TrajectoryStore",
     "Transform",
+    "adapt",
     "batched_time",
     "compose",
     "evaluate",
     "ground_truth",
+    "hookimpl",
     "load",
+    "reschedule",
+    "schedulers",
 ]

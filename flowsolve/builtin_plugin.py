@@ -24,3 +24,20 @@ def flowsolve_losses():
     from .losses import BUILTIN_LOSSES
 
     return dict(BUILTIN_LOSSES)
+
+
+@hookimpl
+def flowsolve_model_adapters():
+    from .adapters import BUILTIN_ADAPTERS
+
+    return dict(BUILTIN_ADAPTERS)
+
+
+@hookimpl
+def flowsolve_detect_adapter(model):
+    """Objects that declare ``flowsolve_adapter = (kind, options)`` pick their own adapter."""
+    declared = getattr(model, "flowsolve_adapter", None)
+    if declared is not None:
+        kind, options = declared
+        return kind, dict(options)
+    return None

@@ -38,6 +38,21 @@ def _demo(args) -> int:
     return 0
 
 
+def _plugins(args) -> int:
+    from .registry import registry
+
+    found = registry()
+    print("plugins (entry-point group 'flowsolve'):")
+    for record in found.records:
+        status = "disabled" if record.disabled else (f"FAILED: {record.error}" if record.error else "loaded")
+        print(f"  {record.name:<20} {status:<10} {record.source}")
+    sections = (("base solvers", found.base_solvers), ("transforms", found.transforms), ("losses", found.losses),
+                ("model adapters", found.adapters))
+    for title, provided in sections:
+        print(f"{title}: {', '.join(sorted(provided()))}")
+    return 1 if any(r.error for r in found.records) else 0
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="flowsolve", description=__doc__)
     commands = parser.add_subparsers(dest="command", required=True)
@@ -47,6 +62,8 @@ def main(argv: list[str] | None = None) -> int:
     demo.add_argument("--iterations", type=int, default=1000, help="Adam steps per fit (default 1000)")
     demo.add_argument("--quiet", action="store_true", help="no progress bars")
     demo.set_defaults(run=_demo)
+    plugins = commands.add_parser("plugins", help="list discovered plugins and what they provide")
+    plugins.set_defaults(run=_plugins)
     args = parser.parse_args(argv)
     return args.run(args)
 

@@ -67,6 +67,14 @@ class GaussianMixtureFlow:
         return self.means.shape[1]
 
     def __call__(self, t: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+        """The exact velocity at ``(t, x)``."""
+        return self._evaluate(t, x)[0]
+
+    def posterior_means(self, t: torch.Tensor, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """``(E[x_1 | x_t = x], E[x_0 | x_t = x])``: the exact data and noise (eps) predictions."""
+        return self._evaluate(t, x)[1:]
+
+    def _evaluate(self, t, x):
         flat = x.reshape(x.shape[0], -1)
         if flat.shape[1] != self.dim:
             raise ValueError(f"x has {flat.shape[1]} features per sample, the mixture has dimension {self.dim}")
@@ -74,7 +82,7 @@ class GaussianMixtureFlow:
         t = t.reshape(-1, 1, 1) if t.dim() == 1 else t  # (B, 1, 1) broadcasts over (B, K, D)
         means, stds2 = self.means.to(x), self.stds.to(x) ** 2
         sched = self.scheduler
-        alpha, sigma, d_alpha, d_sigma = sched.alpha(t), sched.sigma(t), sched.d_alpha(t), sched.d_sigma(t)
+        alpha, sigma, d_alpha = sched.alpha(t), sched.sigma(t), sched.d_alpha(t)
         variance = alpha**2 * stds2[:, None] + sigma**2  # (K, 1) or (B, K, 1)
         residual = flat[:, None, :] - alpha * means  # (B, K, D)
         log_density = -0.5 * (residual.square().sum(-1, keepdim=True) / variance + self.dim * torch.log(variance))
@@ -82,8 +90,11 @@ class GaussianMixtureFlow:
         # Posterior means of x_1 and x_0 given x_t, per component (linear in x_t).
         data_mean = means + alpha * stds2[:, None] / variance * residual
         noise_mean = sigma / variance * residual
-        velocity = (responsibilities * (d_sigma * noise_mean + d_alpha * data_mean)).sum(1)
-        return velocity.reshape(x.shape)
+        data, noise = (responsibilities * data_mean).sum(1), (responsibilities * noise_mean).sum(1)
+        # sigma' E[x0|x] with E[x0|x] = sigma/variance * residual: use sigma sigma', finite at VP's t = 1.
+        noise_term = (responsibilities * (sched.sigma_d_sigma(t) / variance * residual)).sum(1)
+        velocity = noise_term + d_alpha.reshape(-1, 1) * data
+        return velocity.reshape(x.shape), data.reshape(x.shape), noise.reshape(x.shape)
 
     def sample_data(self, count: int, generator: torch.Generator | None = None) -> torch.Tensor:
         """``count`` float64 samples of the data distribution (``t = 1``)."""

@@ -1,7 +1,7 @@
 import flowsolve
 
 PINNED = ["compose", "load", "ScaleTime", "TimeOnly", "ScaleOnly", "Euler", "Midpoint", "Heun", "RK3", "RK4",
-          "ButcherTableau"]
+          "ButcherTableau", "adapt", "reschedule", "schedulers", "hookimpl"]
 
 
 def test_every_name_in_all_resolves():
@@ -16,5 +16,5 @@ def test_pinned_names_are_public():
 def test_public_classes_have_docstrings():
     for name in flowsolve.__all__:
         obj = getattr(flowsolve, name)
-        if callable(obj):
+        if callable(obj) and not isinstance(obj, type(flowsolve)):
             assert obj.__doc__ and obj.__doc__.strip(), name

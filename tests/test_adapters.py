@@ -1,0 +1,177 @@
+"""Adapters fed the exact predictions of the Gaussian-mixture model return its exact velocity."""
+
+import math
+
+import pytest
+import torch
+
+import flowsolve
+from flowsolve import schedulers
+from flowsolve.gaussian_mixture import GaussianMixtureFlow
+from flowsolve.ground_truth import solve_reference
+
+TIMES = [0.0, 1e-6, 1e-3, 0.1, 0.37, 0.5, 0.81, 0.999, 1 - 1e-6, 1.0]
+
+
+def exact(scheduler):
+    return GaussianMixtureFlow.random(dim=5, components=3, seed=2, scheduler=scheduler)
+
+
+def states(n=7):
+    return torch.randn(n, 5, dtype=torch.float64, generator=torch.Generator().manual_seed(0))
+
+
+def check(adapter, reference, times, atol=1e-9):
+    x = states()
+    for t in times:
+        t = torch.tensor(t, dtype=torch.float64)
+        got, want = adapter(t, x), reference(t, x)
+        assert torch.isfinite(got).all(), f"non-finite at t={float(t)}"
+        torch.testing.assert_close(got, want, rtol=1e-7, atol=atol, msg=f"t = {float(t)}")
+        # per-sample times agree with the scalar call
+        torch.testing.assert_close(adapter(t.expand(x.shape[0]), x), got)
+
+
+@pytest.mark.parametrize("kind, scheduler", [("fm-ot", schedulers.FMOT()), ("fm-cs", schedulers.Cosine())])
+def test_velocity_adapters(kind, scheduler):
+    flow = exact(scheduler)
+    check(flowsolve.adapt(lambda x, t: flow(t, x), kind), flow, TIMES)
+
+
+def test_velocity_adapter_in_diffusion_time():
+    flow = exact(schedulers.FMOT())
+    model = lambda x, s: -flow(1 - s, x)  # noqa: E731 - a network trained data(s=0) -> noise(s=1)
+    check(flowsolve.adapt(model, "fm-ot", time="diffusion"), flow, TIMES)
+
+
+def test_eps_vp_in_score_sde_convention():
+    flow = exact(schedulers.VP())
+    eps_model = lambda x, s: flow.posterior_means(1 - s, x)[1]  # noqa: E731
+    check(flowsolve.adapt(eps_model, "eps-vp"), flow, [t for t in TIMES if t < 1 - 1e-7], atol=1e-8)
+
+
+@pytest.mark.parametrize("scheduler", [schedulers.FMOT(), schedulers.Cosine()], ids=lambda s: s.name)
+def test_eps_adapter_is_finite_at_alpha_zero_and_exact_away_from_it(scheduler):
+    flow = exact(scheduler)
+    u = flowsolve.adapt(lambda x, t: flow.posterior_means(t, x)[1], "eps", scheduler=scheduler)
+    check(u, flow, [t for t in TIMES if t >= 1e-3 and t < 1 - 1e-7], atol=1e-8)
+    near_zero = u(torch.tensor(0.0, dtype=torch.float64), states())
+    torch.testing.assert_close(near_zero, flow(torch.tensor(1e-3, dtype=torch.float64), states()))
+
+
+@pytest.mark.parametrize("scheduler", [schedulers.FMOT(), schedulers.Cosine(), schedulers.VP()], ids=lambda s: s.name)
+def test_data_prediction_is_finite_at_sigma_zero_and_exact_away_from_it(scheduler):
+    flow = exact(scheduler)
+    u = flowsolve.adapt(lambda x, t: flow.posterior_means(t, x)[0], "x-pred", scheduler=scheduler)
+    check(u, flow, [t for t in TIMES if t <= 1 - 1e-3], atol=1e-8)
+    at_one = u(torch.tensor(1.0, dtype=torch.float64), states())
+    torch.testing.assert_close(at_one, flow(torch.tensor(1 - 1e-3, dtype=torch.float64), states()))
+
+
+@pytest.mark.parametrize("scheduler", [schedulers.Cosine(), schedulers.VP()], ids=lambda s: s.name)
+def test_v_prediction(scheduler):
+    flow = exact(scheduler)
+
+    def v_model(x, t):
+        t = t.reshape(-1, 1)
+        data, noise = flow.posterior_means(t.reshape(-1), x)
+        return scheduler.alpha(t) * noise - scheduler.sigma(t) * data
+
+    times = TIMES if scheduler.name == "cosine" else [t for t in TIMES if t < 1 - 1e-7]
+    check(flowsolve.adapt(v_model, "v-pred", scheduler=scheduler), flow, times, atol=1e-8)
+
+
+def test_v_prediction_refuses_a_non_variance_preserving_scheduler():
+    with pytest.raises(ValueError, match="variance-preserving"):
+        flowsolve.adapt(lambda x, t: x, "v-pred", scheduler=schedulers.FMOT())
+
+
+def test_edm_denoiser():
+    flow = exact(schedulers.FMOT())
+
+    def denoiser(x, sigma):  # exact D(x, sigma) of the mixture under x = x1 + sigma n
+        t = 1 / (1 + sigma)
+        return flow.posterior_means(t, x * t.reshape(-1, 1))[0]
+
+    u = flowsolve.adapt(denoiser, "edm", sigma_min=1e-4, sigma_max=1e4)
+    check(u, flow, [t for t in TIMES if 1e-4 <= t <= 1 - 1e-3], atol=1e-7)
+    for t in (0.0, 1.0):
+        assert torch.isfinite(u(torch.tensor(t, dtype=torch.float64), states())).all()
+
+
+def test_unknown_kind_lists_the_registered_ones():
+    with pytest.raises(ValueError, match=r"unknown model adapter 'eps-ve'; registered: \[.*'eps-vp'.*'fm-ot'"):
+        flowsolve.adapt(lambda x, t: x, "eps-ve")
+
+
+def test_models_can_declare_their_adapter():
+    flow = exact(schedulers.FMOT())
+
+    class Declared:
+        flowsolve_adapter = ("fm-ot", {})
+
+        def __call__(self, x, t):
+            return flow(t, x)
+
+    check(flowsolve.adapt(Declared()), flow, [0.5])
+    with pytest.raises(ValueError, match="no plugin recognises"):
+        flowsolve.adapt(lambda x, t: x)
+
+
+def test_classifier_free_guidance_batches_both_passes_and_counts():
+    calls = []
+
+    def model(x, t, label):
+        calls.append(x.shape[0])
+        return x * label.reshape(-1, 1).to(x.dtype)
+
+    guided = flowsolve.ClassifierFreeGuidance(model, weight=2.0, condition=torch.full((4,), 3.0),
+                                              null_condition=torch.ones(4))
+    u = flowsolve.adapt(guided, "fm-ot")
+    x = torch.randn(4, 2)
+    torch.testing.assert_close(u(torch.tensor(0.5), x), (1 + 2.0) * 3 * x - 2.0 * x)
+    solver = flowsolve.compose(flowsolve.ScaleTime(), flowsolve.Midpoint()).at(nfe=6)
+    solver.sample(u, x)
+    assert calls == [8] * 7 and guided.calls == 7 and guided.forward_passes == 14
+
+
+@pytest.mark.parametrize(
+    "source, target",
+    [(schedulers.FMOT(), schedulers.Cosine()), (schedulers.Cosine(), schedulers.FMOT()),
+     (schedulers.FMOT(), schedulers.VP()), (schedulers.Cosine(), schedulers.VP())],
+    ids=lambda s: s.name,
+)
+def test_reschedule_gives_the_target_paths_exact_velocity(source, target):
+    resched = flowsolve.reschedule(exact(source), source, target)
+    check(resched, exact(target), [t for t in TIMES if t < 1 - 1e-7], atol=1e-9)
+
+
+@pytest.mark.parametrize("target", [schedulers.Cosine(), schedulers.VP()], ids=lambda s: s.name)
+def test_reschedule_reproduces_the_ground_truth_endpoint(target):
+    import torchdiffeq
+
+    source = schedulers.FMOT()
+    flow = exact(source)
+    x0 = states(32)
+    resched = flowsolve.reschedule(flow, source, target)
+    zero, one = torch.tensor(0.0, dtype=torch.float64), torch.tensor(1.0, dtype=torch.float64)
+    # The target path starts at the source's state at t_0 (0 unless alpha_target(0) > 0, as for VP).
+    t0 = resched.time(zero)
+    grid = torch.stack([zero, t0, one]) if float(t0) > 0 else torch.stack([zero, one])
+    along_source = torchdiffeq.odeint(flow, x0, grid, rtol=1e-10, atol=1e-10)
+    start = resched.scale(zero) * along_source[-2]
+    end = solve_reference(resched, start, rtol=1e-10, atol=1e-10) / resched.scale(one)
+    torch.testing.assert_close(end, along_source[-1], rtol=1e-5, atol=1e-5)
+    if target.name == "cosine":
+        assert float(t0) == 0.0 and float(resched.scale(zero)) == 1.0
+
+
+def test_scheduler_inverses_and_custom_scheduler():
+    t = torch.linspace(0.02, 0.98, 13, dtype=torch.float64)
+    quadratic = schedulers.Custom(lambda t: t**2, lambda t: 1 - t**2, name="quadratic")
+    for scheduler in (schedulers.FMOT(), schedulers.Cosine(), schedulers.VP(beta_max=15.0), quadratic):
+        torch.testing.assert_close(scheduler.snr_inverse(scheduler.snr(t)), t)
+    torch.testing.assert_close(quadratic.d_alpha(t), 2 * t)
+    torch.testing.assert_close(quadratic.d_sigma(t), -2 * t)
+    assert schedulers.VP().is_variance_preserving() and not schedulers.FMOT().is_variance_preserving()
+    torch.testing.assert_close(schedulers.Cosine().snr(t), torch.tan(math.pi / 2 * t))
