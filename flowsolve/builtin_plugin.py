@@ -41,3 +41,14 @@ def flowsolve_detect_adapter(model):
         kind, options = declared
         return kind, dict(options)
     return None
+
+
+@hookimpl
+def flowsolve_models():
+    from .gaussian_mixture import GaussianMixtureFlow
+    from .schedulers import VP, Cosine, FMOT
+
+    def gmm(scheduler):
+        return lambda: GaussianMixtureFlow.random(dim=64, components=10, seed=0, scheduler=scheduler)
+
+    return {"gmm-fm-ot": gmm(FMOT()), "gmm-fm-cs": gmm(Cosine()), "gmm-vp": gmm(VP())}

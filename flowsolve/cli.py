@@ -47,7 +47,7 @@ def _plugins(args) -> int:
         status = "disabled" if record.disabled else (f"FAILED: {record.error}" if record.error else "loaded")
         print(f"  {record.name:<20} {status:<10} {record.source}")
     sections = (("base solvers", found.base_solvers), ("transforms", found.transforms), ("losses", found.losses),
-                ("model adapters", found.adapters))
+                ("model adapters", found.adapters), ("models", found.models))
     for title, provided in sections:
         print(f"{title}: {', '.join(sorted(provided()))}")
     return 1 if any(r.error for r in found.records) else 0

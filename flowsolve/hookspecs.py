@@ -58,3 +58,12 @@ def flowsolve_losses():
 
     :return: a mapping ``{name: Loss subclass}``.
     """
+
+
+@hookspec
+def flowsolve_models():
+    """Ready-to-sample models this plugin provides, by name (e.g. ``"digits-fm-ot"``).
+
+    :return: a mapping ``{name: factory}``; ``factory()`` returns a velocity field ``u(t, x)``
+        (t = 0 noise, t = 1 data) with a ``sample_shape`` attribute.
+    """

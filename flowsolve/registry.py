@@ -81,6 +81,9 @@ class Registry:
     def adapters(self) -> dict[str, Callable]:
         return self._collect("flowsolve_model_adapters", "model adapter")
 
+    def models(self) -> dict[str, Callable]:
+        return self._collect("flowsolve_models", "model")
+
     def detect_adapter(self, model):
         return self.manager.hook.flowsolve_detect_adapter(model=model)
 
@@ -110,7 +113,7 @@ def reset() -> None:
 def lookup(kind: str, name: str):
     """The ``kind`` ("base solver", "transform", "loss", "model adapter") registered as ``name``."""
     table = {"base solver": registry().base_solvers, "transform": registry().transforms,
-             "loss": registry().losses, "model adapter": registry().adapters}[kind]()
+             "loss": registry().losses, "model adapter": registry().adapters, "model": registry().models}[kind]()
     if name not in table:
         failed = [r.name for r in registry().records if r.error]
         hint = f"; plugins that failed to load: {failed}" if failed else ""
@@ -121,6 +124,11 @@ def lookup(kind: str, name: str):
 def transform_classes() -> dict[str, type]:
     """Transforms known by name (what solver files refer to)."""
     return registry().transforms()
+
+
+def model(name: str):
+    """The velocity field of the model registered as ``name`` (e.g. ``"gmm-fm-ot"``)."""
+    return lookup("model", name)()
 
 
 def base_solver(name: str):

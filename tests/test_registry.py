@@ -34,6 +34,7 @@ def third_party(monkeypatch):
     module.flowsolve_transforms = flowsolve.hookimpl(lambda: {"warp": Warp})
     module.flowsolve_losses = flowsolve.hookimpl(lambda: {"huber": Huber})
     module.flowsolve_model_adapters = flowsolve.hookimpl(lambda: {"doubled": lambda model: lambda t, x: 2 * model(x, t)})
+    module.flowsolve_models = flowsolve.hookimpl(lambda: {"fake-flow": lambda: flowsolve.GaussianMixtureFlow.random(2, 2)})
     module.flowsolve_detect_adapter = flowsolve.hookimpl(
         lambda model: ("doubled", {}) if getattr(model, "is_fake", False) else None
     )
@@ -58,6 +59,7 @@ def test_builtins_come_through_the_entry_point():
 def test_a_third_party_plugin_adds_every_kind(third_party, tmp_path):
     assert registry.base_solver("ralston").order == 2
     assert "warp" in registry.transform_classes() and "huber" in registry.registry().losses()
+    assert registry.model("fake-flow").dim == 2
 
     class Model:
         is_fake = True
@@ -108,7 +110,7 @@ def test_cli_lists_plugins_and_their_sources(capsys, third_party):
 def test_every_hook_is_prefixed_documented_and_exercised():
     specs = [name for name, _ in inspect.getmembers(hookspecs, inspect.isfunction) if name.startswith("flowsolve_")]
     assert set(specs) == {"flowsolve_model_adapters", "flowsolve_detect_adapter", "flowsolve_base_solvers",
-                          "flowsolve_transforms", "flowsolve_losses"}
+                          "flowsolve_transforms", "flowsolve_losses", "flowsolve_models"}
     for name in specs:
         doc = getattr(hookspecs, name).__doc__
         assert doc and ":return:" in doc, name
