@@ -1,0 +1,74 @@
+"""Training-free baselines: exactness where they must be exact, convergence order, honest NFE."""
+
+import math
+
+import pytest
+import torch
+
+import flowsolve
+from flowsolve import schedulers
+from flowsolve.baselines import DDIM, DPMSolverPP2M, EDMHeun, builtin_baselines, predictions
+from flowsolve.ground_truth import solve_reference
+from flowsolve.metrics import rmse
+
+SCHEDULERS = [schedulers.FMOT(), schedulers.Cosine(), schedulers.VP()]
+
+
+def counting(u):
+    calls = []
+
+    def field(t, x):
+        calls.append(1)
+        return u(t, x)
+
+    field.scheduler = u.scheduler
+    return field, calls
+
+
+@pytest.mark.parametrize("scheduler", SCHEDULERS, ids=lambda s: s.name)
+def test_predictions_recover_the_exact_posterior_means(scheduler):
+    flow = flowsolve.GaussianMixtureFlow.random(dim=5, components=3, seed=1, scheduler=scheduler)
+    x = torch.randn(6, 5, dtype=torch.float64)
+    t = torch.tensor(0.4, dtype=torch.float64)
+    data, noise = predictions(flow, scheduler, t, x)
+    expected_data, expected_noise = flow.posterior_means(t, x)
+    torch.testing.assert_close(data, expected_data)
+    torch.testing.assert_close(noise, expected_noise)
+
+
+@pytest.mark.parametrize("scheduler", SCHEDULERS, ids=lambda s: s.name)
+@pytest.mark.parametrize("baseline", [DDIM(), DPMSolverPP2M()], ids=lambda b: b.name)
+def test_exponential_integrators_are_exact_for_a_point_mass(scheduler, baseline):
+    # For (nearly) a single data point the data prediction is constant: DDIM / DPM-Solver++ are exact.
+    dirac = flowsolve.GaussianMixtureFlow(torch.full((1, 4), 0.3), [1e-7], [1.0], scheduler)
+    x0 = torch.randn(8, 4, dtype=torch.float64, generator=torch.Generator().manual_seed(0))
+    x1, used = baseline.sample(dirac, x0, 3)
+    assert used == 3
+    # The exact flow of a point mass carries every x0 to the point: x(1) = mu.
+    assert rmse(x1, torch.full_like(x0, 0.3)) < 1e-6
+
+
+@pytest.mark.parametrize("baseline, order", [(DDIM(), 1), (DPMSolverPP2M(), 2), (EDMHeun(), 2)], ids=lambda b: getattr(b, "name", b))
+def test_convergence_order(baseline, order):
+    flow = flowsolve.GaussianMixtureFlow.random(dim=8, components=3, seed=0, scheduler=schedulers.VP(), spread=0.5)
+    x0 = torch.randn(16, 8, dtype=torch.float64, generator=torch.Generator().manual_seed(1))
+    reference = solve_reference(flow, x0, rtol=1e-11, atol=1e-11)
+    budgets = [50, 100, 200]
+    errors = [rmse(baseline.sample(flow, x0, n)[0], reference) for n in budgets]
+    slope = -math.log(errors[-1] / errors[0]) / math.log(budgets[-1] / budgets[0])
+    assert abs(slope - order) < 0.35, (errors, slope)
+
+
+@pytest.mark.parametrize("name", sorted(builtin_baselines()))
+@pytest.mark.parametrize("nfe", [7, 8])
+def test_every_baseline_counts_its_evaluations_honestly(name, nfe):
+    flow = flowsolve.GaussianMixtureFlow.random(dim=4, components=2, seed=0)
+    field, calls = counting(flow)
+    x1, used = builtin_baselines()[name]().sample(field, torch.randn(3, 4, dtype=torch.float64), nfe)
+    assert used == len(calls) <= nfe
+    assert x1 is None or torch.isfinite(x1).all()
+
+
+def test_gaussian_baselines_need_a_scheduler():
+    with pytest.raises(TypeError, match="needs a Gaussian-path model"):
+        DDIM().sample(lambda t, x: x, torch.randn(2, 2), 4)
