@@ -1,40 +1,185 @@
-"""The ``flowsolve`` command line."""
+"""The ``flowsolve`` command line: fit, sample, eval, demo, plugins, conformance."""
 
 from __future__ import annotations
 
 import argparse
+import importlib
+import os
 import sys
+import time
+from pathlib import Path
+
+DEFAULT_NFES = [4, 6, 8, 10, 16, 20]
+
+
+def _nfe_list(text: str) -> list[int]:
+    try:
+        values = [int(v) for v in text.split(",") if v.strip()]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected comma-separated integers like 4,8,10, got {text!r}") from None
+    if not values or min(values) < 1:
+        raise argparse.ArgumentTypeError(f"NFEs must be positive integers, got {text!r}")
+    return values
+
+
+def cache_directory() -> Path:
+    return Path(os.environ.get("FLOWSOLVE_CACHE", Path.home() / ".cache" / "flowsolve"))
+
+
+def resolve_model(spec: str, kind: str | None = None):
+    """A registered model name, or ``module:object`` (adapted with ``kind`` when given)."""
+    from .adapters import adapt
+    from .registry import model
+
+    if ":" not in spec:
+        if kind is not None:
+            raise ValueError(f"--kind applies to module:object models; {spec!r} is a registered name")
+        return model(spec)
+    module_name, _, attribute = spec.partition(":")
+    try:
+        target = getattr(importlib.import_module(module_name), attribute)
+    except (ImportError, AttributeError) as error:
+        raise ValueError(f"cannot import {spec!r}: {error}") from error
+    if isinstance(target, type):
+        target = target()
+    return adapt(target, kind) if kind else target
+
+
+def _store_for(model, seed: int):
+    import torch
+
+    from .fingerprint import model_fingerprint
+    from .store import TrajectoryStore
+
+    shape = getattr(model, "sample_shape", None)
+    if shape is None:
+        raise ValueError("the model has no sample_shape; set model.sample_shape so flowsolve knows what noise to draw")
+    fingerprint = model_fingerprint(model, tuple(shape), torch.float32, torch.device("cpu"))
+    return TrajectoryStore(cache_directory() / "stores" / f"{fingerprint}-seed{seed}", model, seed=seed)
+
+
+def _check_solver_model(solver, model, path) -> None:
+    fitted_to = solver.metadata.get("model_fingerprint")
+    store = _store_for(model, 0)
+    if fitted_to is not None and fitted_to != store.key["model"]:
+        raise ValueError(f"{path} was fitted to model {fitted_to}, not to this model ({store.key['model']}); refit it")
+
+
+def _family(args):
+    from .family import compose
+    from .registry import base_solver, lookup
+
+    return compose(lookup("transform", args.transform)(), base_solver(args.base))
+
+
+def _loss(name: str):
+    from .registry import lookup
+
+    return lookup("loss", name)()
+
+
+def _fit(args) -> int:
+    import torch
+
+    torch.set_num_threads(args.threads)
+    model = resolve_model(args.model, args.kind)
+    started = time.perf_counter()
+    solver = _family(args).fit(
+        model, nfe=args.nfe, loss=_loss(args.loss), iterations=args.iterations, lr=args.lr,
+        batch_size=args.batch_size, store=_store_for(model, 0), progress=not args.quiet,
+        checkpoint=cache_directory() / "checkpoints" / f"{Path(args.output).name}.ckpt",
+    )
+    solver.save(args.output)
+    best = solver.metadata["validation"]
+    print(f"fitted {args.transform} x {args.base} at NFE {args.nfe} to {args.model} in {time.perf_counter() - started:.1f}s: "
+          f"validation RMSE {best['rmse']:.5f}, PSNR {best['psnr']:.2f} dB -> {args.output}")
+    return 0
+
+
+def _sample(args) -> int:
+    import numpy as np
+    import torch
+
+    from .persistence import load
+    from .report import image_grid
+
+    torch.set_num_threads(args.threads)
+    solver = load(args.solver)
+    model = resolve_model(args.model, args.kind)
+    _check_solver_model(solver, model, args.solver)
+    generator = torch.Generator().manual_seed(args.seed)
+    x0 = torch.randn((args.n, *model.sample_shape), generator=generator)
+    samples = solver.sample(model, x0)
+    output = Path(args.output)
+    if output.suffix == ".npy":
+        np.save(output, samples.numpy())
+    elif output.suffix == ".png":
+        image_grid([(f"{solver.nfe} NFE", samples)], output)
+    else:
+        raise ValueError(f"-o must end in .png or .npy, got {output}")
+    print(f"{args.n} samples with {solver.nfe} NFE -> {output}")
+    return 0
+
+
+def _eval(args) -> int:
+    import torch
+
+    from .persistence import load
+    from .report import compare, save_rows, table
+
+    torch.set_num_threads(args.threads)
+    model = resolve_model(args.model, args.kind)
+    reference = _store_for(model, 1).load(args.test, progress=not args.quiet)  # never seen by fit (seed 0)
+    solvers = []
+    for path in args.solvers:
+        solver = load(path)
+        _check_solver_model(solver, model, path)
+        solvers.append((f"bespoke {solver.transform.name} {solver.base.name} ({Path(path).name})", solver))
+    nfes = sorted(set(args.nfe) | {s.nfe for _, s in solvers})
+    rows = compare(model, reference, nfes, solvers)
+    print(table(rows, nfes))
+    paths = save_rows(rows, nfes, Path(args.out), f"eval-{args.model.replace(':', '_')}", args.model)
+    print("wrote " + ", ".join(str(p) for p in paths))
+    return 0
 
 
 def _demo(args) -> int:
-    import time
-
     import torch
 
-    from . import Euler, Midpoint, RK4, RMSE, ScaleTime, compose, evaluate
-    from .gaussian_mixture import GaussianMixtureFlow
-    from .store import TrajectoryStore
+    from .family import compose
+    from .losses import RMSEBound
+    from .base_solvers import Midpoint
+    from .registry import registry
+    from .report import compare, image_grid, save_rows, table
+    from .transforms import ScaleTime
 
-    torch.set_num_threads(1)
-    flow = GaussianMixtureFlow.random(dim=64, components=10, seed=0)
-    store = TrajectoryStore(None, flow)
+    torch.set_num_threads(args.threads)
+    name = args.model or ("digits-fm-ot" if "digits-fm-ot" in registry().models() else "gmm-fm-ot")
+    model = resolve_model(name)
+    out = Path(args.out)
     started = time.perf_counter()
-    validation = store.load(256, progress=not args.quiet)
-    print(f"exact Gaussian-mixture flow (FM-OT, 64 dims, 10 components); ground truth: dopri5, "
-          f"{time.perf_counter() - started:.1f}s")
-    rows = []
+    reference = _store_for(model, 1).load(args.test, progress=not args.quiet)
+    print(f"{name}: ground truth for {args.test} test paths in {time.perf_counter() - started:.1f}s")
+    solvers = []
     for nfe in args.nfe:
         started = time.perf_counter()
         solver = compose(ScaleTime(), Midpoint()).fit(
-            flow, nfe=nfe, loss=RMSE(), iterations=args.iterations, lr=5e-3, store=store, progress=not args.quiet
+            model, nfe=nfe, loss=RMSEBound(), iterations=args.iterations, store=_store_for(model, 0),
+            progress=not args.quiet,
         )
-        rows.append((f"bespoke scale-time midpoint ({time.perf_counter() - started:.0f}s fit)", evaluate(solver, flow, validation)))
-        for name, base in (("euler", Euler()), ("midpoint", Midpoint()), ("rk4", RK4())):
-            if nfe % base.stages == 0:
-                rows.append((name, evaluate((base, nfe), flow, validation)))
-    print(f"\n{'solver':<40}{'NFE':>5}{'RMSE':>11}{'PSNR':>8}")
-    for name, metrics in rows:
-        print(f"{name:<40}{metrics['nfe']:>5}{metrics['rmse']:>11.5f}{metrics['psnr']:>8.2f}")
+        solver.save(out / f"bespoke-{name}-nfe{nfe}.pt")
+        print(f"fitted scale-time midpoint at NFE {nfe} in {time.perf_counter() - started:.1f}s")
+        solvers.append((f"bespoke scale-time midpoint", solver))
+    rows = compare(model, reference, args.nfe, solvers)
+    print("\nRMSE / PSNR (dB) against dopri5 ground truth on held-out noise:\n" + table(rows, args.nfe))
+    paths = save_rows(rows, args.nfe, out, f"demo-{name}", name)
+    with torch.no_grad():
+        x0, truth = reference.x0[:64], reference.x1[:64]
+        nfe = args.nfe[-1]
+        grid = [("ground truth (dopri5)", truth), (f"midpoint, {nfe} NFE", Midpoint().sample(model, x0, nfe)),
+                (f"bespoke, {nfe} NFE", solvers[-1][1].sample(model, x0))]
+    image_grid(grid, out / f"demo-{name}-samples.png")
+    print("wrote " + ", ".join(str(p) for p in paths + [out / f"demo-{name}-samples.png"]))
     return 0
 
 
@@ -53,19 +198,78 @@ def _plugins(args) -> int:
     return 1 if any(r.error for r in found.records) else 0
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="flowsolve", description=__doc__)
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="flowsolve", description="Bespoke solvers for flow and diffusion models.")
+    parser.add_argument("--threads", type=int, default=1, help="torch CPU threads (default 1: see README)")
     commands = parser.add_subparsers(dest="command", required=True)
-    demo = commands.add_parser("demo", help="fit bespoke solvers to the exact Gaussian-mixture flow and compare")
-    demo.add_argument("--nfe", type=lambda s: [int(v) for v in s.split(",")], default=[8, 10],
-                      help="comma-separated NFEs to fit (default 8,10)")
+
+    def model_arguments(sub):
+        sub.add_argument("model", help="registered model name (see `flowsolve plugins`) or module:object")
+        sub.add_argument("--kind", help="adapter kind for a module:object model (e.g. eps-vp, fm-ot)")
+        sub.add_argument("--quiet", action="store_true", help="no progress bars")
+
+    fit = commands.add_parser("fit", help="fit a bespoke solver to a model")
+    model_arguments(fit)
+    fit.add_argument("--nfe", type=int, required=True, help="evaluation budget of the solver")
+    fit.add_argument("--base", default="midpoint", help="base solver name (default midpoint)")
+    fit.add_argument("--transform", default="scale-time", help="transform name (default scale-time)")
+    fit.add_argument("--loss", default="rmse-bound", help="loss name (default rmse-bound)")
+    fit.add_argument("--iterations", type=int, default=1000)
+    fit.add_argument("--batch-size", type=int, default=32)
+    fit.add_argument("--lr", type=float, default=2e-3)
+    fit.add_argument("-o", "--output", default="solver.pt", help="solver file to write (default solver.pt)")
+    fit.set_defaults(run=_fit)
+
+    sample = commands.add_parser("sample", help="sample a model with a fitted solver")
+    sample.add_argument("solver", help="solver file written by `flowsolve fit`")
+    model_arguments(sample)
+    sample.add_argument("-n", type=int, default=64, help="number of samples")
+    sample.add_argument("--seed", type=int, default=0)
+    sample.add_argument("-o", "--output", default="samples.png", help="samples.png or samples.npy")
+    sample.set_defaults(run=_sample)
+
+    evaluate = commands.add_parser("eval", help="compare solvers with the baselines against ground truth")
+    model_arguments(evaluate)
+    evaluate.add_argument("solvers", nargs="*", help="solver files to include")
+    evaluate.add_argument("--nfe", type=_nfe_list, default=DEFAULT_NFES, help="comma-separated NFEs")
+    evaluate.add_argument("--test", type=int, default=1024, help="held-out test paths (default 1024)")
+    evaluate.add_argument("--out", default="flowsolve-eval", help="directory for the table, CSV and plot")
+    evaluate.set_defaults(run=_eval)
+
+    demo = commands.add_parser("demo", help="fit bespoke solvers to a bundled model and compare with baselines")
+    demo.add_argument("--model", help="registered model (default digits-fm-ot, else gmm-fm-ot)")
+    demo.add_argument("--nfe", type=_nfe_list, default=[8, 10], help="NFEs to fit (default 8,10)")
     demo.add_argument("--iterations", type=int, default=1000, help="Adam steps per fit (default 1000)")
+    demo.add_argument("--test", type=int, default=1024, help="held-out test paths (default 1024)")
+    demo.add_argument("--out", default="flowsolve-demo", help="output directory (default flowsolve-demo)")
     demo.add_argument("--quiet", action="store_true", help="no progress bars")
     demo.set_defaults(run=_demo)
+
     plugins = commands.add_parser("plugins", help="list discovered plugins and what they provide")
     plugins.set_defaults(run=_plugins)
-    args = parser.parse_args(argv)
-    return args.run(args)
+
+    conformance = commands.add_parser("conformance", help="run the conformance suite against a solver",
+                                      add_help=False)
+    conformance.add_argument("rest", nargs=argparse.REMAINDER)
+    conformance.set_defaults(run=lambda args: importlib.import_module("flowsolve.conformance").main(args.rest))
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    from .persistence import SolverFileError
+    from .store import StoreMismatchError
+    from .velocity import NonFiniteVelocityError
+
+    args = build_parser().parse_args(argv)
+    try:
+        return args.run(args)
+    except KeyboardInterrupt:
+        print("flowsolve: interrupted (a fit resumes from its checkpoint when rerun)", file=sys.stderr)
+        return 130
+    except (ValueError, TypeError, FileNotFoundError, SolverFileError, StoreMismatchError,
+            NonFiniteVelocityError) as error:
+        print(f"flowsolve {args.command}: error: {error}", file=sys.stderr)
+        return 1
 
 
 if __name__ == "__main__":

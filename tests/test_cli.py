@@ -1,8 +1,53 @@
-import flowsolve.cli
+"""The command line, end to end on the analytic Gaussian-mixture model (registered as gmm-fm-ot)."""
+
+import numpy as np
+import pytest
+
+import flowsolve
+from flowsolve.cli import main
 
 
-def test_demo_fits_a_solver_that_beats_midpoint(capsys):
-    assert flowsolve.cli.main(["demo", "--nfe", "6", "--iterations", "60", "--quiet"]) == 0
-    rows = {line[:40].strip(): line.split() for line in capsys.readouterr().out.splitlines() if " 6 " in line}
-    bespoke = next(v for k, v in rows.items() if k.startswith("bespoke"))
-    assert float(bespoke[-2]) < float(rows["midpoint"][-2])
+@pytest.fixture(autouse=True)
+def cache(tmp_path, monkeypatch):
+    monkeypatch.setenv("FLOWSOLVE_CACHE", str(tmp_path / "cache"))
+
+
+def test_fit_sample_eval_round_trip(tmp_path, capsys):
+    solver_file = tmp_path / "s.pt"
+    assert main(["fit", "gmm-fm-ot", "--nfe", "6", "--iterations", "30", "--quiet", "-o", str(solver_file)]) == 0
+    assert "validation RMSE" in capsys.readouterr().out
+    assert flowsolve.load(solver_file).nfe == 6
+    assert main(["sample", str(solver_file), "gmm-fm-ot", "-n", "5", "-o", str(tmp_path / "x.npy")]) == 0
+    assert np.load(tmp_path / "x.npy").shape == (5, 64)
+    assert main(["eval", "gmm-fm-ot", str(solver_file), "--nfe", "4,6", "--test", "64", "--quiet",
+                 "--out", str(tmp_path / "report")]) == 0
+    out = capsys.readouterr().out
+    assert "dpm-solver++(2m)" in out and "bespoke scale-time midpoint" in out
+    assert {p.suffix for p in (tmp_path / "report").iterdir()} == {".md", ".csv", ".png"}
+
+
+def test_solver_of_another_model_is_refused(tmp_path, capsys):
+    solver_file = tmp_path / "s.pt"
+    main(["fit", "gmm-fm-ot", "--nfe", "4", "--iterations", "5", "--quiet", "-o", str(solver_file)])
+    assert main(["sample", str(solver_file), "gmm-vp", "-o", str(tmp_path / "x.npy")]) == 1
+    assert "was fitted to model" in capsys.readouterr().err
+
+
+def test_errors_are_messages_with_exit_codes(tmp_path, capsys):
+    assert main(["fit", "no-such-model", "--nfe", "4"]) == 1
+    assert "unknown model 'no-such-model'; registered: [" in capsys.readouterr().err
+    assert main(["fit", "gmm-fm-ot", "--nfe", "5", "--quiet"]) == 1
+    assert "does not split into whole steps" in capsys.readouterr().err
+    assert main(["sample", str(tmp_path / "missing.pt"), "gmm-fm-ot"]) == 1
+    with pytest.raises(SystemExit) as exit_info:
+        main(["eval", "gmm-fm-ot", "--nfe", "four"])
+    assert exit_info.value.code == 2
+
+
+def test_demo_writes_table_plot_and_samples(tmp_path, capsys):
+    assert main(["demo", "--model", "gmm-fm-ot", "--nfe", "6", "--iterations", "40", "--test", "64", "--quiet",
+                 "--out", str(tmp_path)]) == 0
+    out = capsys.readouterr().out
+    assert "| bespoke scale-time midpoint |" in out
+    names = {p.name for p in tmp_path.iterdir()}
+    assert {"demo-gmm-fm-ot.png", "demo-gmm-fm-ot-samples.png", "demo-gmm-fm-ot.md"} <= names

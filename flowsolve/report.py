@@ -1,0 +1,122 @@
+"""Comparison tables and figures: learned solvers against the baselines at equal NFE."""
+
+from __future__ import annotations
+
+import csv
+import math
+from pathlib import Path
+
+import torch
+
+from .baselines import builtin_baselines
+from .ground_truth import GroundTruth
+from .metrics import psnr, rmse
+from .schedulers import Scheduler
+
+
+def compare(u, reference: GroundTruth, nfes: list[int], solvers=(), progress=None) -> list[dict]:
+    """Rows ``{method, nfe, rmse, psnr}`` for every baseline at every NFE and every learned solver.
+
+    Baselines that need a Gaussian-path scheduler are skipped for models without one; uniform
+    grids skip NFEs that are not whole steps. ``solvers`` are ``(name, ParametricSolver)`` pairs.
+    """
+    rows = []
+    gaussian = isinstance(getattr(u, "scheduler", None), Scheduler)
+    with torch.no_grad():
+        for name, make in builtin_baselines().items():
+            baseline = make()
+            if not gaussian and name in ("ddim", "dpm-solver++(2m)", "edm-heun"):
+                continue
+            for nfe in nfes:
+                x1, used = baseline.sample(u, reference.x0, nfe)
+                if x1 is not None:
+                    rows.append({"method": name, "nfe": used, "rmse": rmse(x1, reference.x1), "psnr": psnr(x1, reference.x1)})
+        for name, solver in solvers:
+            x1 = solver.sample(u, reference.x0)
+            rows.append({"method": name, "nfe": solver.nfe, "rmse": rmse(x1, reference.x1), "psnr": psnr(x1, reference.x1)})
+    return rows
+
+
+def table(rows: list[dict], nfes: list[int]) -> str:
+    """Markdown table: one row per method, one column per NFE, cells ``RMSE / PSNR``."""
+    methods = list(dict.fromkeys(r["method"] for r in rows))
+    lines = ["| method | " + " | ".join(f"NFE {n}" for n in nfes) + " |", "|---|" + "---|" * len(nfes)]
+    for method in methods:
+        cells = []
+        for nfe in nfes:
+            found = [r for r in rows if r["method"] == method and r["nfe"] == nfe]
+            cells.append(f"{found[0]['rmse']:.5f} / {found[0]['psnr']:.1f}" if found else "—")
+        lines.append(f"| {method} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def write_csv(rows: list[dict], path) -> None:
+    with open(path, "w", newline="") as stream:
+        writer = csv.DictWriter(stream, fieldnames=["method", "nfe", "rmse", "psnr"])
+        writer.writeheader()
+        writer.writerows(rows)
+
+
+def plot(rows: list[dict], path, title: str = "") -> None:
+    """RMSE and PSNR against NFE, one line per method (the paper's figure 5)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    figure, (left, right) = plt.subplots(1, 2, figsize=(11, 4))
+    for method in dict.fromkeys(r["method"] for r in rows):
+        points = sorted((r["nfe"], r["rmse"], r["psnr"]) for r in rows if r["method"] == method)
+        style = dict(marker="o", linewidth=2.5 if "bespoke" in method else 1.2)
+        left.plot([p[0] for p in points], [p[1] for p in points], label=method, **style)
+        right.plot([p[0] for p in points], [p[2] for p in points], label=method, **style)
+    left.set_yscale("log")
+    left.set(xlabel="NFE", ylabel="RMSE vs ground truth", title=title)
+    right.set(xlabel="NFE", ylabel="PSNR (dB)")
+    right.legend(fontsize=8)
+    for axis in (left, right):
+        axis.grid(alpha=0.3)
+    figure.tight_layout()
+    figure.savefig(path, dpi=110)
+    plt.close(figure)
+
+
+def image_grid(batches: list[tuple[str, torch.Tensor]], path, columns: int = 8) -> None:
+    """Rows of samples side by side (e.g. ground truth | Midpoint | Bespoke from the same noise).
+
+    Each sample is shown as a square image when its size is a square number (8x8 digits).
+    """
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    figure, axes = plt.subplots(1, len(batches), figsize=(3.2 * len(batches), 3.4))
+    axes = [axes] if len(batches) == 1 else axes
+    for axis, (title, samples) in zip(axes, batches):
+        flat = samples.detach().cpu().float().reshape(samples.shape[0], -1)[: columns * columns]
+        side = int(math.isqrt(flat.shape[1]))
+        if side * side != flat.shape[1]:
+            raise ValueError(f"cannot show samples of {flat.shape[1]} values as square images")
+        count = flat.shape[0]
+        rows = -(-count // columns)
+        canvas = torch.full((rows * (side + 1), columns * (side + 1)), float("nan"))
+        for k in range(count):
+            r, c = divmod(k, columns)
+            canvas[r * (side + 1): r * (side + 1) + side, c * (side + 1): c * (side + 1) + side] = flat[k].reshape(side, side)
+        axis.imshow(canvas.clamp(-1, 1).numpy(), cmap="gray", vmin=-1, vmax=1)
+        axis.set_title(title)
+        axis.axis("off")
+    figure.tight_layout()
+    figure.savefig(path, dpi=110)
+    plt.close(figure)
+
+
+def save_rows(rows, nfes, directory: Path, stem: str, title: str) -> list[Path]:
+    """Write ``stem.md``, ``stem.csv`` and ``stem.png`` into ``directory``."""
+    directory.mkdir(parents=True, exist_ok=True)
+    paths = [directory / f"{stem}.md", directory / f"{stem}.csv", directory / f"{stem}.png"]
+    paths[0].write_text(table(rows, nfes) + "\n")
+    write_csv(rows, paths[1])
+    plot(rows, paths[2], title)
+    return paths
