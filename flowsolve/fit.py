@@ -10,6 +10,7 @@ from pathlib import Path
 
 import torch
 
+from . import distributed
 from ._version import __version__
 from .fingerprint import model_fingerprint
 from .ground_truth import DEFAULT_ATOL, DEFAULT_MAX_STEP, DEFAULT_RTOL, GroundTruth
@@ -95,6 +96,11 @@ def fit(
         raise ValueError(f"lr must be positive, got {lr!r}")
     device = torch.device(device or _model_device(model))
     dtype = dtype or _model_dtype(model)
+    context = distributed.setup(device)
+    if batch_size % context.world:
+        raise ValueError(f"batch_size={batch_size} must be a multiple of the number of processes ({context.world})")
+    if not context.is_main:
+        progress = False
     solver = family.at(nfe)
     if init is not None:
         _initialise(solver, init)
@@ -123,7 +129,7 @@ def fit(
         _resume(checkpoint, settings, solver, optimizer, generator, state)
 
     def validate():
-        metrics = evaluate(solver, model, validation)
+        metrics = _validation_metrics(solver, model, validation, context)
         record = {"iteration": state["iteration"], "val_rmse": metrics["rmse"], "val_psnr": metrics["psnr"]}
         if metrics["rmse"] < state["best_rmse"]:
             state["best_rmse"] = metrics["rmse"]
@@ -132,7 +138,8 @@ def fit(
 
     fit_started = time.perf_counter()
     try:
-        _train(solver, model, loss, optimizer, generator, training, state, validate, settings, checkpoint,
+        _train(solver, model, loss, optimizer, generator, training, state, validate, settings,
+               checkpoint if context.is_main else None, context,
                iterations=iterations, batch_size=batch_size, validate_every=validate_every, device=device,
                progress=progress, label=f"fit {solver.transform.name} {solver.base.name} nfe={nfe}")
     except NonFiniteVelocityError as error:
@@ -154,16 +161,36 @@ def fit(
     return solver
 
 
-def _train(solver, model, loss, optimizer, generator, training, state, validate, settings, checkpoint, *,
+def _validation_metrics(solver, model, validation, context) -> dict:
+    """Validation RMSE / PSNR; under torch.distributed each rank takes a slice and the sums are shared."""
+    from .metrics import per_sample_rms
+
+    part = validation.subset(torch.arange(context.rank, len(validation), context.world))
+    with torch.no_grad():
+        difference = solver.sample(model, part.x0) - part.x1
+    sums = torch.stack([
+        per_sample_rms(difference).double().sum(), difference.double().square().sum(),
+        torch.tensor(float(difference.numel()), dtype=torch.float64, device=difference.device),
+    ])
+    rms_sum, squared_sum, entries = context.sum(sums).tolist()
+    mse = squared_sum / entries
+    return {"rmse": rms_sum / len(validation), "psnr": math.inf if mse == 0 else 10 * math.log10(4.0 / mse)}
+
+
+def _train(solver, model, loss, optimizer, generator, training, state, validate, settings, checkpoint, context, *,
            iterations, batch_size, validate_every, device, progress, label):
     if state["iteration"] == 0 and not state["history"]:
         state["history"].append({**validate(), "train_loss": None})
     with Progress(iterations, label, enabled=progress, start=state["iteration"]) as bar:
         running = []
         while state["iteration"] < iterations:
-            batch = torch.randint(len(training), (batch_size,), generator=generator).to(device)
+            # Every rank draws the same global batch and works on its own slice of it.
+            batch = torch.randint(len(training), (batch_size,), generator=generator)
+            batch = batch.chunk(context.world)[context.rank].to(device)
             optimizer.zero_grad(set_to_none=True)
             value = loss.backward(solver, model, training.subset(batch))
+            context.average_gradients(solver.parameters())
+            value = context.sum(torch.as_tensor(value, dtype=torch.float64).reshape(1))[0] / context.world
             if not torch.isfinite(value):
                 raise FloatingPointError(
                     f"fit stopped at iteration {state['iteration']}: the loss is {float(value)}; "

@@ -122,3 +122,17 @@ def test_store_of_another_setting_is_refused(tmp_path, flow, change, field):
 def test_store_needs_a_sample_shape():
     with pytest.raises(ValueError, match="sample_shape"):
         TrajectoryStore(None, lambda t, x: x)
+
+
+def test_a_shard_that_was_not_written_is_a_clear_error(tmp_path, flow, monkeypatch):
+    import flowsolve.store as store_module
+
+    real_save = store_module.atomic_torch_save
+
+    def lose_shard_one(data, path):
+        if not str(path).endswith("shard-00001.pt"):
+            real_save(data, path)
+
+    monkeypatch.setattr(store_module, "atomic_torch_save", lose_shard_one)
+    with pytest.raises(StoreMismatchError, match=r"shards \[1\] are missing .*rerun to regenerate only those"):
+        TrajectoryStore(tmp_path, flow, shard_size=8).load(24, progress=False)
