@@ -89,6 +89,10 @@ def _fit(args) -> int:
         batch_size=args.batch_size, store=_store_for(model, 0), progress=not args.quiet,
         checkpoint=cache_directory() / "checkpoints" / f"{Path(args.output).name}.ckpt",
     )
+    from .distributed import current
+
+    if not current().is_main:  # under torchrun, rank 0 writes the file and reports
+        return 0
     solver.save(args.output)
     best = solver.metadata["validation"]
     print(f"fitted {args.transform} x {args.base} at NFE {args.nfe} to {args.model} in {time.perf_counter() - started:.1f}s: "
