@@ -42,4 +42,5 @@ def tensor_fingerprint(*tensors: torch.Tensor) -> str:
 
 def _tensor_bytes(tensor: torch.Tensor) -> bytes:
     tensor = tensor.detach().cpu().contiguous()
-    return str(tensor.dtype).encode() + str(tuple(tensor.shape)).encode() + tensor.view(torch.uint8).numpy().tobytes()
+    raw = tensor.reshape(-1).view(torch.uint8)  # reshape first: a 0-dim tensor cannot be viewed as bytes
+    return str(tensor.dtype).encode() + str(tuple(tensor.shape)).encode() + raw.numpy().tobytes()

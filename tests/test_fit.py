@@ -127,3 +127,17 @@ def test_bad_options_are_refused(flow, family):
         family.fit(flow, nfe=4, loss=flowsolve.losses.LTE(), L_tau=2.0)
     with pytest.raises(ValueError, match="nfe=5 does not split"):
         family.fit(flow, nfe=5)
+
+
+def test_fingerprints_tell_modules_apart_by_their_weights_and_buffers():
+    from flowsolve.fingerprint import model_fingerprint
+
+    def make(value):
+        net = torch.nn.Linear(2, 2)
+        torch.nn.init.constant_(net.weight, value)
+        net.register_buffer("code", torch.tensor(3))  # 0-dim, 8-byte buffer
+        return net
+
+    args = ((2,), torch.float32, torch.device("cpu"))
+    assert model_fingerprint(make(0.5), *args) == model_fingerprint(make(0.5), *args)
+    assert model_fingerprint(make(0.5), *args) != model_fingerprint(make(0.25), *args)
