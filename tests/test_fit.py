@@ -135,6 +135,7 @@ def test_fingerprints_tell_modules_apart_by_their_weights_and_buffers():
     def make(value):
         net = torch.nn.Linear(2, 2)
         torch.nn.init.constant_(net.weight, value)
+        torch.nn.init.zeros_(net.bias)
         net.register_buffer("code", torch.tensor(3))  # 0-dim, 8-byte buffer
         return net
 
