@@ -1,63 +1,71 @@
-"""flowsolve: bespoke (learned) ODE solvers for sampling pre-trained flow and diffusion models."""
+"""flowsolve: bespoke (learned) ODE solvers for sampling pre-trained flow and diffusion models.
 
-from . import schedulers
+Public names are imported on first use (PEP 562), so ``import flowsolve`` (and the pytest
+plugin of the conformance suite, loaded in every pytest run) does not pay for torch until needed.
+"""
+
+import importlib
+
 from ._version import __version__
-from .adapters import ClassifierFreeGuidance, adapt
-from .base_solvers import RK3, RK4, RK38, BaseSolver, Euler, Heun, Midpoint
-from .family import SolverFamily, compose
-from .fit import evaluate
-from .gaussian_mixture import GaussianMixtureFlow
-from .ground_truth import GroundTruth, ground_truth
-from .losses import LTE, RMSE, Loss, RMSEBound
-from .grid import NodeGrid
-from .hookspecs import hookimpl
-from .persistence import SolverFileError, load
-from .reschedule import Rescheduled, reschedule
-from .solver import Nodes, ParametricSolver, Trajectory
-from .store import StoreMismatchError, TrajectoryStore
-from .tableau import ButcherTableau
-from .transforms import NodeValues, ScaleOnly, ScaleTime, TimeOnly, Transform
-from .velocity import NonFiniteVelocityError, batched_time
 
-__all__ = [
-    "__version__",
-    "BaseSolver",
-    "ButcherTableau",
-    "ClassifierFreeGuidance",
-    "Euler",
-    "GaussianMixtureFlow",
-    "GroundTruth",
-    "LTE",
-    "Loss",
-    "Heun",
-    "Midpoint",
-    "NodeGrid",
-    "NodeValues",
-    "Nodes",
-    "NonFiniteVelocityError",
-    "ParametricSolver",
-    "RK3",
-    "RK38",
-    "RK4",
-    "RMSE",
-    "RMSEBound",
-    "Rescheduled",
-    "ScaleOnly",
-    "ScaleTime",
-    "SolverFamily",
-    "SolverFileError",
-    "StoreMismatchError",
-    "TimeOnly",
-    "Trajectory",
-    "TrajectoryStore",
-    "Transform",
-    "adapt",
-    "batched_time",
-    "compose",
-    "evaluate",
-    "ground_truth",
-    "hookimpl",
-    "load",
-    "reschedule",
-    "schedulers",
-]
+_EXPORTS = {
+    "adapters": ".adapters",
+    "baselines": ".baselines",
+    "distributed": ".distributed",
+    "losses": ".losses",
+    "registry": ".registry",
+    "BaseSolver": ".base_solvers",
+    "ButcherTableau": ".tableau",
+    "ClassifierFreeGuidance": ".adapters",
+    "Euler": ".base_solvers",
+    "GaussianMixtureFlow": ".gaussian_mixture",
+    "GroundTruth": ".reference_paths",
+    "Heun": ".base_solvers",
+    "LTE": ".losses",
+    "Loss": ".losses",
+    "Midpoint": ".base_solvers",
+    "NodeGrid": ".grid",
+    "NodeValues": ".transforms",
+    "Nodes": ".solver",
+    "NonFiniteVelocityError": ".velocity",
+    "ParametricSolver": ".solver",
+    "RK3": ".base_solvers",
+    "RK38": ".base_solvers",
+    "RK4": ".base_solvers",
+    "RMSE": ".losses",
+    "RMSEBound": ".losses",
+    "Rescheduled": ".rescheduling",
+    "ScaleOnly": ".transforms",
+    "ScaleTime": ".transforms",
+    "SolverFamily": ".family",
+    "SolverFileError": ".persistence",
+    "StoreMismatchError": ".store",
+    "TimeOnly": ".transforms",
+    "Trajectory": ".solver",
+    "TrajectoryStore": ".store",
+    "Transform": ".transforms",
+    "adapt": ".adapters",
+    "batched_time": ".velocity",
+    "compose": ".family",
+    "evaluate": ".fit",
+    "ground_truth": ".reference_paths",
+    "hookimpl": ".hookspecs",
+    "load": ".persistence",
+    "reschedule": ".rescheduling",
+    "schedulers": ".schedulers",
+}
+
+__all__ = ["__version__", *sorted(_EXPORTS)]
+
+
+def __getattr__(name):
+    if name in _EXPORTS:
+        module = importlib.import_module(_EXPORTS[name], __name__)
+        value = module if _EXPORTS[name] == f".{name}" else getattr(module, name)
+        globals()[name] = value
+        return value
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+def __dir__():
+    return sorted(set(globals()) | set(__all__))

@@ -252,10 +252,10 @@ def build_parser() -> argparse.ArgumentParser:
     plugins = commands.add_parser("plugins", help="list discovered plugins and what they provide")
     plugins.set_defaults(run=_plugins)
 
-    conformance = commands.add_parser("conformance", help="run the conformance suite against a solver",
-                                      add_help=False)
-    conformance.add_argument("rest", nargs=argparse.REMAINDER)
-    conformance.set_defaults(run=lambda args: importlib.import_module("flowsolve.conformance").main(args.rest))
+    from .conformance import build_parser as conformance_parser, execute as run_conformance
+
+    conformance = commands.add_parser("conformance", help="check a solver against the conformance suite")
+    conformance_parser(conformance).set_defaults(run=run_conformance)
     return parser
 
 

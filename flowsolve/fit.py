@@ -13,7 +13,7 @@ import torch
 from . import distributed
 from ._version import __version__
 from .fingerprint import model_fingerprint
-from .ground_truth import DEFAULT_ATOL, DEFAULT_MAX_STEP, DEFAULT_RTOL, GroundTruth
+from .reference_paths import DEFAULT_ATOL, DEFAULT_MAX_STEP, DEFAULT_RTOL, GroundTruth
 from .losses import Loss, RMSEBound
 from .metrics import psnr, rmse
 from .persistence import atomic_torch_save
@@ -37,7 +37,7 @@ def evaluate(solver, u, reference, *, batch_size: int = 1024) -> dict:
     Returns:
         ``{"rmse", "psnr", "nfe"}``; RMSE is the mean per-sample RMS error, PSNR uses range 2.
     """
-    from .ground_truth import solve_reference
+    from .reference_paths import solve_reference
 
     if isinstance(reference, TrajectoryStore):
         reference = reference.load(256)

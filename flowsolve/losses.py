@@ -11,7 +11,7 @@ from typing import ClassVar
 import attrs
 import torch
 
-from .ground_truth import GroundTruth
+from .reference_paths import GroundTruth
 from .metrics import per_sample_rms
 from .velocity import VelocityField
 

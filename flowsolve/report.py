@@ -9,7 +9,7 @@ from pathlib import Path
 import torch
 
 from .baselines import builtin_baselines
-from .ground_truth import GroundTruth
+from .reference_paths import GroundTruth
 from .metrics import psnr, rmse
 from .schedulers import Scheduler
 

@@ -16,7 +16,7 @@ import torch
 
 from . import distributed
 from .fingerprint import model_fingerprint
-from .ground_truth import DEFAULT_ATOL, DEFAULT_MAX_STEP, DEFAULT_RTOL, GroundTruth, solve_dense
+from .reference_paths import DEFAULT_ATOL, DEFAULT_MAX_STEP, DEFAULT_RTOL, GroundTruth, solve_dense
 from .persistence import atomic_torch_save
 from .progress import Progress
 

@@ -8,7 +8,7 @@ import torch
 import flowsolve
 from flowsolve import schedulers
 from flowsolve.gaussian_mixture import GaussianMixtureFlow
-from flowsolve.ground_truth import solve_reference
+from flowsolve.reference_paths import solve_reference
 
 TIMES = [0.0, 1e-6, 1e-3, 0.1, 0.37, 0.5, 0.81, 0.999, 1 - 1e-6, 1.0]
 

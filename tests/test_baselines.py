@@ -8,7 +8,7 @@ import torch
 import flowsolve
 from flowsolve import schedulers
 from flowsolve.baselines import DDIM, DPMSolverPP2M, EDMHeun, builtin_baselines, predictions
-from flowsolve.ground_truth import solve_reference
+from flowsolve.reference_paths import solve_reference
 from flowsolve.metrics import rmse
 
 SCHEDULERS = [schedulers.FMOT(), schedulers.Cosine(), schedulers.VP()]

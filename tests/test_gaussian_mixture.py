@@ -4,7 +4,7 @@ import pytest
 import torch
 
 from flowsolve.gaussian_mixture import GaussianMixtureFlow
-from flowsolve.ground_truth import solve_reference
+from flowsolve.reference_paths import solve_reference
 from flowsolve.schedulers import VP, Cosine, FMOT
 
 SCHEDULERS = [FMOT(), Cosine(), VP()]

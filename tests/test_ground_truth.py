@@ -7,7 +7,7 @@ import torch
 import torchdiffeq
 
 from flowsolve.gaussian_mixture import GaussianMixtureFlow
-from flowsolve.ground_truth import ground_truth, hermite
+from flowsolve.reference_paths import ground_truth, hermite
 from flowsolve.schedulers import VP
 from flowsolve.store import StoreMismatchError, TrajectoryStore
 

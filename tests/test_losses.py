@@ -5,7 +5,7 @@ import torch
 
 import flowsolve
 from flowsolve.gaussian_mixture import GaussianMixtureFlow
-from flowsolve.ground_truth import ground_truth
+from flowsolve.reference_paths import ground_truth
 from flowsolve.losses import LTE, RMSE, RMSEBound, amplification
 from flowsolve.metrics import per_sample_rms
 from flowsolve.velocity import batched_time
