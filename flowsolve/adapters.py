@@ -72,19 +72,26 @@ class NoisePrediction(Adapter):
     ``u = (alpha'/alpha) x + (sigma' - alpha' sigma / alpha) eps``.
 
     Singular where ``alpha = 0`` (FM-OT and cosine at t = 0): there the network and the
-    coefficients are evaluated at ``t_min`` (default 1e-3 when ``alpha_0 = 0``, else 0).
+    coefficients are evaluated at ``t_min`` (default 1e-3 when ``alpha_0 = 0``, else 0). Also
+    singular where ``sigma'`` is infinite (VP at t = 1): evaluated at ``t_max`` there (default
+    ``1 - 1e-3``, the usual score-SDE stopping time ``s = 1e-3``; else 1).
     """
 
     kind = "eps"
 
-    def __init__(self, model, scheduler, time="flow", t_min: float | None = None):
+    def __init__(self, model, scheduler, time="flow", t_min: float | None = None, t_max: float | None = None):
         super().__init__(model, scheduler, time)
+        ends = torch.tensor([0.0, 1.0], dtype=torch.float64)
         if t_min is None:
-            t_min = 1e-3 if float(scheduler.alpha(torch.tensor(0.0, dtype=torch.float64))) == 0 else 0.0
-        self.t_min = t_min
+            t_min = 1e-3 if float(scheduler.alpha(ends[0])) == 0 else 0.0
+        if t_max is None:
+            t_max = 1.0 if bool(torch.isfinite(scheduler.d_sigma(ends[1]))) else 1 - 1e-3
+        if not 0 <= t_min < t_max <= 1:
+            raise ValueError(f"need 0 <= t_min < t_max <= 1, got t_min={t_min}, t_max={t_max}")
+        self.t_min, self.t_max = t_min, t_max
 
     def forward(self, t, x):
-        t = _expand(t, x).clamp(min=self.t_min)
+        t = _expand(t, x).clamp(self.t_min, self.t_max)
         s = self.scheduler
         alpha, sigma, d_alpha, d_sigma = (_column(f(t), x) for f in (s.alpha, s.sigma, s.d_alpha, s.d_sigma))
         return d_alpha / alpha * x + (d_sigma - d_alpha * sigma / alpha) * self.network(x, t)
@@ -210,13 +217,14 @@ def fm_cs(model, time: str = "flow") -> VelocityField:
     return VelocityPrediction(model, _schedulers.Cosine(), time)
 
 
-def eps_vp(model, beta_max: float = 20.0, beta_min: float = 0.1) -> VelocityField:
-    """Score-SDE convention: ``eps_model(x, s)`` with diffusion time ``s = 1 - t``, VP scheduler."""
-    return NoisePrediction(model, _schedulers.VP(beta_max, beta_min), time="diffusion")
+def eps_vp(model, beta_max: float = 20.0, beta_min: float = 0.1, s_min: float = 1e-3) -> VelocityField:
+    """Score-SDE convention: ``eps_model(x, s)`` with diffusion time ``s = 1 - t``, VP scheduler;
+    the network is never called below ``s_min`` (the usual stopping time: the field is singular at s = 0)."""
+    return NoisePrediction(model, _schedulers.VP(beta_max, beta_min), time="diffusion", t_max=1 - s_min)
 
 
-def eps(model, scheduler=None, time: str = "flow", t_min: float | None = None) -> VelocityField:
-    return NoisePrediction(model, _scheduler_option(scheduler, _schedulers.VP()), time, t_min)
+def eps(model, scheduler=None, time: str = "flow", t_min: float | None = None, t_max: float | None = None) -> VelocityField:
+    return NoisePrediction(model, _scheduler_option(scheduler, _schedulers.VP()), time, t_min, t_max)
 
 
 def x_pred(model, scheduler=None, time: str = "flow", t_min: float = 1e-3) -> VelocityField:

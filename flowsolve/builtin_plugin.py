@@ -51,4 +51,6 @@ def flowsolve_models():
     def gmm(scheduler):
         return lambda: GaussianMixtureFlow.random(dim=64, components=10, seed=0, scheduler=scheduler)
 
-    return {"gmm-fm-ot": gmm(FMOT()), "gmm-fm-cs": gmm(Cosine()), "gmm-vp": gmm(VP())}
+    from .zoo import models as bundled_models
+
+    return {"gmm-fm-ot": gmm(FMOT()), "gmm-fm-cs": gmm(Cosine()), "gmm-vp": gmm(VP()), **bundled_models()}
