@@ -15,7 +15,9 @@ from .schedulers import Scheduler
 
 
 def compare(u, reference: GroundTruth, nfes: list[int], solvers=(), progress=None) -> list[dict]:
-    """Rows ``{method, nfe, rmse, psnr}`` for every baseline at every NFE and every learned solver.
+    """Rows ``{method, budget, nfe, rmse, psnr}`` for every baseline at every NFE budget and every
+    learned solver; ``nfe`` is what the method really spent (EDM's Heun spends one less than an
+    even budget).
 
     Baselines that need a Gaussian-path scheduler are skipped for models without one; uniform
     grids skip NFEs that are not whole steps. ``solvers`` are ``(name, ParametricSolver)`` pairs.
@@ -30,29 +32,33 @@ def compare(u, reference: GroundTruth, nfes: list[int], solvers=(), progress=Non
             for nfe in nfes:
                 x1, used = baseline.sample(u, reference.x0, nfe)
                 if x1 is not None:
-                    rows.append({"method": name, "nfe": used, "rmse": rmse(x1, reference.x1), "psnr": psnr(x1, reference.x1)})
+                    rows.append({"method": name, "budget": nfe, "nfe": used, "rmse": rmse(x1, reference.x1),
+                                 "psnr": psnr(x1, reference.x1)})
         for name, solver in solvers:
             x1 = solver.sample(u, reference.x0)
-            rows.append({"method": name, "nfe": solver.nfe, "rmse": rmse(x1, reference.x1), "psnr": psnr(x1, reference.x1)})
+            rows.append({"method": name, "budget": solver.nfe, "nfe": solver.nfe, "rmse": rmse(x1, reference.x1),
+                         "psnr": psnr(x1, reference.x1)})
     return rows
 
 
 def table(rows: list[dict], nfes: list[int]) -> str:
-    """Markdown table: one row per method, one column per NFE, cells ``RMSE / PSNR``."""
+    """Markdown table: one row per method, one column per NFE budget, cells ``RMSE / PSNR``
+    (with the NFE really spent in brackets where it is below the budget)."""
     methods = list(dict.fromkeys(r["method"] for r in rows))
     lines = ["| method | " + " | ".join(f"NFE {n}" for n in nfes) + " |", "|---|" + "---|" * len(nfes)]
     for method in methods:
         cells = []
         for nfe in nfes:
-            found = [r for r in rows if r["method"] == method and r["nfe"] == nfe]
-            cells.append(f"{found[0]['rmse']:.5f} / {found[0]['psnr']:.1f}" if found else "—")
+            found = [r for r in rows if r["method"] == method and r["budget"] == nfe]
+            spent = f" ({found[0]['nfe']} NFE)" if found and found[0]["nfe"] != nfe else ""
+            cells.append(f"{found[0]['rmse']:.5f} / {found[0]['psnr']:.1f}{spent}" if found else "—")
         lines.append(f"| {method} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
 
 def write_csv(rows: list[dict], path) -> None:
     with open(path, "w", newline="") as stream:
-        writer = csv.DictWriter(stream, fieldnames=["method", "nfe", "rmse", "psnr"])
+        writer = csv.DictWriter(stream, fieldnames=["method", "budget", "nfe", "rmse", "psnr"])
         writer.writeheader()
         writer.writerows(rows)
 

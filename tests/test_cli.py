@@ -23,6 +23,8 @@ def test_fit_sample_eval_round_trip(tmp_path, capsys):
                  "--out", str(tmp_path / "report")]) == 0
     out = capsys.readouterr().out
     assert "dpm-solver++(2m)" in out and "bespoke scale-time midpoint" in out
+    edm_row = next(line for line in out.splitlines() if line.startswith("| edm-heun"))
+    assert "(3 NFE)" in edm_row and "(5 NFE)" in edm_row  # Heun's last step is Euler: 2k - 1 NFE
     assert {p.suffix for p in (tmp_path / "report").iterdir()} == {".md", ".csv", ".png"}
 
 
