@@ -49,6 +49,11 @@ class Adapter(nn.Module):
             raise ValueError(f"the {self.kind} model returned {got} for x of shape {tuple(x.shape)}; expected x's shape")
         return out
 
+    @property
+    def time_range(self) -> tuple[float, float]:
+        """The flow times at which the network is really evaluated (outside: held at the ends)."""
+        return (0.0, 1.0)
+
     def extra_repr(self) -> str:
         return f"kind={self.kind!r}, scheduler={self.scheduler!r}, time={self.time!r}"
 
@@ -90,6 +95,10 @@ class NoisePrediction(Adapter):
             raise ValueError(f"need 0 <= t_min < t_max <= 1, got t_min={t_min}, t_max={t_max}")
         self.t_min, self.t_max = t_min, t_max
 
+    @property
+    def time_range(self) -> tuple[float, float]:
+        return (self.t_min, self.t_max)
+
     def forward(self, t, x):
         t = _expand(t, x).clamp(self.t_min, self.t_max)
         s = self.scheduler
@@ -109,6 +118,10 @@ class DataPrediction(Adapter):
     def __init__(self, model, scheduler, time="flow", t_min: float = 1e-3):
         super().__init__(model, scheduler, time)
         self.t_min = t_min
+
+    @property
+    def time_range(self) -> tuple[float, float]:
+        return (0.0, 1 - self.t_min)
 
     def forward(self, t, x):
         t = _expand(t, x).clamp(max=1 - self.t_min)
@@ -154,6 +167,10 @@ class EDMDenoiser(Adapter):
         if not 0 < sigma_min < sigma_max:
             raise ValueError(f"need 0 < sigma_min < sigma_max, got {sigma_min}, {sigma_max}")
         self.sigma_min, self.sigma_max = sigma_min, sigma_max
+
+    @property
+    def time_range(self) -> tuple[float, float]:
+        return (1 / (1 + self.sigma_max), 1 / (1 + self.sigma_min))
 
     def forward(self, t, x):
         t = _expand(t, x).clamp(1 / (1 + self.sigma_max), 1 / (1 + self.sigma_min))

@@ -58,6 +58,17 @@ class UniformGrid:
         return self.base.sample(u, x0, nfe), nfe
 
 
+def sigma_range(u, scheduler: Scheduler, sigma_max: float = 80.0, sigma_min: float = 0.002) -> tuple[float, float]:
+    """EDM's ``sigma = sigma_t / alpha_t`` range, narrowed to the times the model is really evaluated
+    at (``u.time_range``; e.g. an eps-VP model stops at s = 1e-3)."""
+    low, high = (torch.tensor(v, dtype=torch.float64) for v in getattr(u, "time_range", (0.0, 1.0)))
+    if float(high) < 1:
+        sigma_min = max(sigma_min, float(1 / scheduler.snr(high)))
+    if float(low) > 0:
+        sigma_max = min(sigma_max, float(1 / scheduler.snr(low)))
+    return sigma_max, sigma_min
+
+
 def log_snr_grid(scheduler: Scheduler, steps: int, sigma_max: float = 80.0, sigma_min: float = 0.002) -> list[float]:
     """``t_0 = 0``, then ``steps - 1`` times uniform in log-SNR between ``1/sigma_max`` and
     ``1/sigma_min`` (EDM's range), then ``t = 1``."""
@@ -88,13 +99,14 @@ class DDIM:
 @attrs.frozen
 class DPMSolverPP2M:
     """DPM-Solver++(2M) (Lu et al., 2022): second-order multistep exponential integrator in the
-    data prediction, one NFE per step, on a log-SNR-uniform grid (:func:`log_snr_grid`)."""
+    data prediction, one NFE per step, on a log-SNR-uniform grid (:func:`log_snr_grid`) over the
+    model's valid range (:func:`sigma_range`); the last step returns the data prediction."""
 
     name = "dpm-solver++(2m)"
 
     def sample(self, u, x0, nfe: int):
         scheduler = _scheduler_of(u)
-        times = log_snr_grid(scheduler, nfe)
+        times = log_snr_grid(scheduler, nfe, *sigma_range(u, scheduler))
         x, previous, previous_h = x0, None, None
         for start, end in zip(times[:-1], times[1:]):
             t0, t1 = _time(start, x0), _time(end, x0)
@@ -116,7 +128,8 @@ class DPMSolverPP2M:
 class EDMHeun:
     """Karras et al. (2022): Heun on the EDM time schedule (rho = 7) in the variance-exploding
     variables ``y = x / alpha``, ``s = sigma / alpha``; the last step (to s = 0) is Euler.
-    ``k`` steps cost ``2k - 1`` NFE, so an even budget uses one evaluation less."""
+    ``k`` steps cost ``2k - 1`` NFE, so an even budget uses one evaluation less. The sigma range
+    is narrowed to the times the model is evaluated at (:func:`sigma_range`)."""
 
     sigma_max: float = 80.0
     sigma_min: float = 0.002
@@ -125,18 +138,19 @@ class EDMHeun:
 
     def sample(self, u, x0, nfe: int):
         scheduler = _scheduler_of(u)
+        sigma_max, sigma_min = sigma_range(u, scheduler, self.sigma_max, self.sigma_min)
         steps = max((nfe + 1) // 2, 1)
         if steps == 1:
-            sigmas = [self.sigma_max, 0.0]
+            sigmas = [sigma_max, 0.0]
         else:
-            a, b = self.sigma_max ** (1 / self.rho), self.sigma_min ** (1 / self.rho)
+            a, b = sigma_max ** (1 / self.rho), sigma_min ** (1 / self.rho)
             sigmas = [(a + i / (steps - 1) * (b - a)) ** self.rho for i in range(steps)] + [0.0]
 
         def denoised(s, y):
             t = scheduler.snr_inverse(torch.tensor(1 / s, dtype=torch.float64)).to(x0.dtype)
             return predictions(u, scheduler, t, scheduler.alpha(t) * y)[0]
 
-        y, used = self.sigma_max * x0, 0  # EDM starts from sigma_max * noise
+        y, used = sigma_max * x0, 0  # EDM starts from sigma_max * noise
         for s0, s1 in zip(sigmas[:-1], sigmas[1:]):
             slope = (y - denoised(s0, y)) / s0
             used += 1

@@ -72,3 +72,14 @@ def test_every_baseline_counts_its_evaluations_honestly(name, nfe):
 def test_gaussian_baselines_need_a_scheduler():
     with pytest.raises(TypeError, match="needs a Gaussian-path model"):
         DDIM().sample(lambda t, x: x, torch.randn(2, 2), 4)
+
+
+def test_grids_stay_inside_the_times_the_model_is_evaluated_at():
+    from flowsolve.baselines import log_snr_grid, sigma_range
+
+    u = flowsolve.adapt(lambda x, s: torch.zeros_like(x), "eps-vp")  # stops at s = 1e-3
+    scheduler = u.scheduler
+    times = log_snr_grid(scheduler, 8, *sigma_range(u, scheduler))
+    assert times[0] == 0.0 and times[-1] == 1.0
+    assert max(times[1:-1]) == pytest.approx(1 - 1e-3, abs=1e-9)
+    assert sigma_range(flowsolve.GaussianMixtureFlow.random(2, 2), schedulers.FMOT()) == (80.0, 0.002)
