@@ -77,6 +77,9 @@ def plot(rows: list[dict], path, title: str = "") -> None:
         left.plot([p[0] for p in points], [p[1] for p in points], label=method, **style)
         right.plot([p[0] for p in points], [p[2] for p in points], label=method, **style)
     left.set_yscale("log")
+    # Data lie in [-1, 1]: errors beyond that (a diverging baseline) would squash every other line.
+    left.set_ylim(top=min(left.get_ylim()[1], 1.0))
+    right.set_ylim(bottom=max(right.get_ylim()[0], 0.0))
     left.set(xlabel="NFE", ylabel="RMSE vs ground truth", title=title)
     right.set(xlabel="NFE", ylabel="PSNR (dB)")
     right.legend(fontsize=8)

@@ -50,6 +50,6 @@ def test_demo_writes_table_plot_and_samples(tmp_path, capsys):
     assert main(["demo", "--model", "gmm-fm-ot", "--nfe", "6", "--iterations", "40", "--test", "64", "--quiet",
                  "--out", str(tmp_path)]) == 0
     out = capsys.readouterr().out
-    assert "| bespoke scale-time midpoint |" in out
+    assert "| bespoke scale-time midpoint |" in out and "| learned time-only midpoint |" in out
     names = {p.name for p in tmp_path.iterdir()}
     assert {"demo-gmm-fm-ot.png", "demo-gmm-fm-ot-samples.png", "demo-gmm-fm-ot.md"} <= names
