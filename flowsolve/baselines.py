@@ -147,7 +147,7 @@ class EDMHeun:
             sigmas = [(a + i / (steps - 1) * (b - a)) ** self.rho for i in range(steps)] + [0.0]
 
         def denoised(s, y):
-            t = scheduler.snr_inverse(torch.tensor(1 / s, dtype=torch.float64)).to(x0.dtype)
+            t = scheduler.snr_inverse(torch.tensor(1 / s, dtype=torch.float64)).to(device=x0.device, dtype=x0.dtype)
             return predictions(u, scheduler, t, scheduler.alpha(t) * y)[0]
 
         y, used = sigma_max * x0, 0  # EDM starts from sigma_max * noise

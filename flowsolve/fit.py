@@ -125,8 +125,11 @@ def fit(
     generator = torch.Generator().manual_seed(seed)
     state = {"iteration": 0, "history": [], "best": None, "best_rmse": math.inf}
     checkpoint = None if checkpoint is None else Path(checkpoint)
-    if checkpoint is not None and checkpoint.exists():
-        _resume(checkpoint, settings, solver, optimizer, generator, state)
+    # Rank 0 decides whether to resume and hands its checkpoint to the others (whose disks may differ).
+    saved = context.share(_read_checkpoint(checkpoint) if checkpoint is not None and checkpoint.exists() else None,
+                          owner=0)
+    if saved is not None:
+        _resume(saved, checkpoint, settings, solver, optimizer, generator, state)
 
     def validate():
         metrics = _validation_metrics(solver, model, validation, context)
@@ -269,13 +272,17 @@ def _save_checkpoint(path, settings, solver, optimizer, generator, state) -> Non
     )
 
 
-def _resume(path, settings, solver, optimizer, generator, state) -> None:
+def _read_checkpoint(path) -> dict:
     try:
         saved = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as error:
         raise ValueError(f"fit checkpoint {path} is unreadable ({error}); delete it to start over") from error
     if not isinstance(saved, dict) or saved.get("format") != CHECKPOINT_FORMAT:
         raise ValueError(f"{path} is not a flowsolve fit checkpoint")
+    return saved
+
+
+def _resume(saved, path, settings, solver, optimizer, generator, state) -> None:
     if saved["settings_hash"] != _settings_hash(settings):
         raise ValueError(
             f"fit checkpoint {path} was written for other settings; pass another checkpoint path or delete it. "

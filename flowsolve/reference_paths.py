@@ -184,6 +184,8 @@ class GroundTruth:
             gather(self.states, left), gather(self.states, right),
             gather(self.velocities, left), gather(self.velocities, right),
         )
+        # Weights are computed in float64 (the knot times' dtype); the result keeps the states' dtype.
+        value, derivative = value.to(self.states.dtype), derivative.to(self.states.dtype)
         offset = (t - t.detach()).to(value.dtype).reshape(shape)
         return value + derivative * offset
 

@@ -57,6 +57,9 @@ class Rescheduled(nn.Module):
         # dt/dr from d snr: snr' = w / sigma^2 with w = alpha' sigma - alpha sigma'; equal SNRs give
         # dt/dr = (w_target / w_source) / s_r^2.
         d_time = (da_t * s_t - a_t * ds_t) / (da_s * s_s - a_s * ds_s) / scale**2
+        # Where the source path cannot reach the target's SNR, t is held at an end: it does not move.
+        unreachable = self.source.log_snr_inverse(self.target.log_snr(r))
+        d_time = torch.where((unreachable < 0) | (unreachable > 1), torch.zeros_like(d_time), d_time)
         log_rate = torch.where(
             use_sigma,
             ds_t / torch.where(use_sigma, s_t, 1.0) - ds_s * d_time / torch.where(use_sigma, s_s, 1.0),

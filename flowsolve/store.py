@@ -161,8 +161,8 @@ class TrajectoryStore:
         """
         context = distributed.current()
         shards = -(-count // self.key["shard_size"])
-        missing = [k for k in range(shards) if not self._has(k)]
-        if not context.share(missing, owner=0):
+        missing = context.share([k for k in range(shards) if not self._has(k)], owner=0)
+        if not missing:
             return
         mine = [k for k in missing if k % context.world == context.rank]
         with Progress(len(mine), f"ground truth (dopri5, rank {context.rank})" if context.active else "ground truth (dopri5)",

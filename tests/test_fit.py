@@ -142,3 +142,24 @@ def test_fingerprints_tell_modules_apart_by_their_weights_and_buffers():
     args = ((2,), torch.float32, torch.device("cpu"))
     assert model_fingerprint(make(0.5), *args) == model_fingerprint(make(0.5), *args)
     assert model_fingerprint(make(0.5), *args) != model_fingerprint(make(0.25), *args)
+
+
+def test_a_float32_network_trains_in_float32(family):
+    seen = set()
+
+    class Net(torch.nn.Module):
+        sample_shape = (4,)
+
+        def __init__(self):
+            super().__init__()
+            self.linear = torch.nn.Linear(5, 4)
+
+        def forward(self, x, t):
+            seen.add(x.dtype)
+            return self.linear(torch.cat([x, t.reshape(-1, 1)], 1))
+
+    u = flowsolve.adapt(Net(), "fm-ot")
+    for loss in (flowsolve.RMSEBound(), flowsolve.LTE()):
+        solver = family.fit(u, nfe=4, iterations=3, loss=loss, **SMALL)
+        assert solver.metadata["validation"]["rmse"] > 0
+    assert seen == {torch.float32}
