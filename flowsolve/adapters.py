@@ -55,7 +55,7 @@ class Adapter(nn.Module):
         return (0.0, 1.0)
 
     def extra_repr(self) -> str:
-        return f"kind={self.kind!r}, scheduler={self.scheduler!r}, time={self.time!r}"
+        return f"kind={self.kind!r}, scheduler={self.scheduler!r}, time={self.time!r}, time_range={self.time_range}"
 
 
 class VelocityPrediction(Adapter):
@@ -132,20 +132,29 @@ class DataPrediction(Adapter):
 
 class VPrediction(Adapter):
     """The network predicts ``v = alpha eps - sigma x1`` (Salimans & Ho) on a variance-preserving
-    path (``alpha^2 + sigma^2 = 1``): ``u = (sigma' alpha - alpha' sigma) v``. Regular everywhere."""
+    path (``alpha^2 + sigma^2 = 1``): ``u = (sigma' alpha - alpha' sigma) v``. Regular on the
+    cosine path; on VP the factor is infinite at t = 1, so the network is held at ``t_max``
+    (default ``1 - 1e-3``) there."""
 
     kind = "v-pred"
 
-    def __init__(self, model, scheduler, time="flow"):
+    def __init__(self, model, scheduler, time="flow", t_max: float | None = None):
         super().__init__(model, scheduler, time)
         if not scheduler.is_variance_preserving():
             raise ValueError(
                 f"v-prediction needs a variance-preserving scheduler (alpha^2 + sigma^2 = 1); {scheduler!r} is not. "
                 "Use schedulers.Cosine() or schedulers.VP()"
             )
+        if t_max is None:  # VP's sigma' is infinite at t = 1: stop at s = 1e-3 there
+            t_max = 1.0 if bool(torch.isfinite(scheduler.d_sigma(torch.tensor(1.0, dtype=torch.float64)))) else 1 - 1e-3
+        self.t_max = t_max
+
+    @property
+    def time_range(self) -> tuple[float, float]:
+        return (0.0, self.t_max)
 
     def forward(self, t, x):
-        t = _expand(t, x)
+        t = _expand(t, x).clamp(max=self.t_max)
         s = self.scheduler
         factor = s.d_sigma(t) * s.alpha(t) - s.d_alpha(t) * s.sigma(t)
         return _column(factor, x) * self.network(x, t)
@@ -189,8 +198,9 @@ class ClassifierFreeGuidance(nn.Module):
     Args:
         model: ``model(x, time, condition)``.
         weight: guidance weight ``w`` (0: conditional model only).
-        condition, null_condition: ``(batch, ...)`` conditioning of the conditional and the
-            unconditional pass (e.g. labels and the "no label" token).
+        condition, null_condition: conditioning of the conditional and the unconditional pass
+            (e.g. a label and the "no label" token): one row ``(1, ...)`` shared by every sample,
+            or ``(batch, ...)`` one per sample when sampling a batch of that size.
 
     Example:
         >>> guided = ClassifierFreeGuidance(net, weight=2.0, condition=labels, null_condition=null)  # doctest: +SKIP
@@ -200,13 +210,29 @@ class ClassifierFreeGuidance(nn.Module):
     def __init__(self, model, weight: float, condition: torch.Tensor, null_condition: torch.Tensor):
         super().__init__()
         self.model, self.weight = model, float(weight)
-        self.condition, self.null_condition = condition, null_condition
+        # Buffers: they move with .to(device) and enter the model's fingerprint.
+        self.register_buffer("condition", torch.as_tensor(condition))
+        self.register_buffer("null_condition", torch.as_tensor(null_condition))
         self.calls = 0
         self.forward_passes = 0
 
+    def extra_repr(self) -> str:
+        return f"weight={self.weight}"
+
+    def _batched(self, condition: torch.Tensor, batch: int, name: str) -> torch.Tensor:
+        if condition.shape[0] == batch:
+            return condition
+        if condition.shape[0] == 1:
+            return condition.expand(batch, *condition.shape[1:])
+        raise ValueError(
+            f"{name} has {condition.shape[0]} rows for a batch of {batch}; give one row (shared by every sample) "
+            "or one per sample (sampling only: fitting draws paths in other orders, so fit with one shared condition)"
+        )
+
     def forward(self, x, time):
         batch = x.shape[0]
-        conditions = torch.cat([self.condition[:batch], self.null_condition[:batch]])
+        conditions = torch.cat([self._batched(self.condition, batch, "condition"),
+                                self._batched(self.null_condition, batch, "null_condition")])
         out = self.model(torch.cat([x, x]), torch.cat([time, time]), conditions)
         conditional, unconditional = out[:batch], out[batch:]
         self.calls += 1
@@ -248,8 +274,8 @@ def x_pred(model, scheduler=None, time: str = "flow", t_min: float = 1e-3) -> Ve
     return DataPrediction(model, _scheduler_option(scheduler, _schedulers.Cosine()), time, t_min)
 
 
-def v_pred(model, scheduler=None, time: str = "flow") -> VelocityField:
-    return VPrediction(model, _scheduler_option(scheduler, _schedulers.Cosine()), time)
+def v_pred(model, scheduler=None, time: str = "flow", t_max: float | None = None) -> VelocityField:
+    return VPrediction(model, _scheduler_option(scheduler, _schedulers.Cosine()), time, t_max)
 
 
 def edm(model, sigma_min: float = 0.002, sigma_max: float = 80.0) -> VelocityField:

@@ -83,11 +83,14 @@ def _fit(args) -> int:
 
     torch.set_num_threads(args.threads)
     model = resolve_model(args.model, args.kind)
+    store = _store_for(model, 0)
+    # One checkpoint per model and settings: rerunning an interrupted command resumes it.
+    run = f"{store.key['model']}-{args.transform}-{args.base}-{args.loss}-nfe{args.nfe}-{args.iterations}-{args.lr}-{args.batch_size}"
+    checkpoint = args.checkpoint or cache_directory() / "checkpoints" / f"{run}.ckpt"
     started = time.perf_counter()
     solver = _family(args).fit(
         model, nfe=args.nfe, loss=_loss(args.loss), iterations=args.iterations, lr=args.lr,
-        batch_size=args.batch_size, store=_store_for(model, 0), progress=not args.quiet,
-        checkpoint=cache_directory() / "checkpoints" / f"{Path(args.output).name}.ckpt",
+        batch_size=args.batch_size, store=store, progress=not args.quiet, checkpoint=checkpoint,
     )
     from .distributed import current
 
@@ -228,6 +231,7 @@ def build_parser() -> argparse.ArgumentParser:
     fit.add_argument("--batch-size", type=int, default=32)
     fit.add_argument("--lr", type=float, default=2e-3)
     fit.add_argument("-o", "--output", default="solver.pt", help="solver file to write (default solver.pt)")
+    fit.add_argument("--checkpoint", type=Path, help="progress file (default: in the cache, one per model and settings)")
     fit.set_defaults(run=_fit)
 
     sample = commands.add_parser("sample", help="sample a model with a fitted solver")

@@ -42,6 +42,9 @@ class Rescheduled(nn.Module):
         if shape is not None:
             self.sample_shape = tuple(shape)
 
+    def extra_repr(self) -> str:
+        return f"source={self.source!r}, target={self.target!r}"
+
     def time(self, r: torch.Tensor) -> torch.Tensor:
         """``t_r``, clamped to ``[0, 1]`` where the source path does not reach the target's SNR."""
         return self.source.log_snr_inverse(self.target.log_snr(r)).clamp(0.0, 1.0)

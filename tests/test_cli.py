@@ -53,3 +53,9 @@ def test_demo_writes_table_plot_and_samples(tmp_path, capsys):
     assert "| bespoke scale-time midpoint |" in out and "| learned time-only midpoint |" in out
     names = {p.name for p in tmp_path.iterdir()}
     assert {"demo-gmm-fm-ot.png", "demo-gmm-fm-ot-samples.png", "demo-gmm-fm-ot.md"} <= names
+
+
+def test_fits_of_different_settings_do_not_share_a_checkpoint(tmp_path, capsys):
+    for nfe in ("4", "6"):
+        assert main(["fit", "gmm-fm-ot", "--nfe", nfe, "--iterations", "5", "--quiet", "-o", str(tmp_path / "s.pt")]) == 0
+    assert len(list((tmp_path / "cache" / "checkpoints").glob("*.ckpt"))) == 2
