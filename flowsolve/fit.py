@@ -32,7 +32,9 @@ def evaluate(solver, u, reference, *, batch_size: int = 1024) -> dict:
             paired with ``nfe`` as ``(base, nfe)``.
         u: the velocity field.
         reference: a :class:`~flowsolve.GroundTruth` (or a :class:`~flowsolve.TrajectoryStore`,
-            whose first 256 paths are used), or a noise tensor ``x0`` (solved here with dopri5).
+            whose first 256 paths are used: for a held-out score give a store with another
+            ``seed`` than the fit's, whose first paths are its validation set), or a noise
+            tensor ``x0`` (solved here with dopri5).
 
     Returns:
         ``{"rmse", "psnr", "nfe"}``; RMSE is the mean per-sample RMS error, PSNR uses range 2.
