@@ -94,6 +94,7 @@ class DiffusersVelocity(nn.Module):
         self.path = DiscreteVP(table, interpolation=interpolation, name=f"diffusers-{type(scheduler).__name__}")
         self.prediction_type = prediction_type
         self.model_kwargs = dict(model_kwargs or {})
+        self.interpolation = interpolation
         # Buffers, so that flowsolve's model fingerprint also tells schedules and prediction types apart.
         self.register_buffer("log_alphas_cumprod", self.path.log_alphas_cumprod.clone())
         self.register_buffer("prediction_code", torch.tensor([_PREDICTION_CODES[prediction_type]]))
@@ -174,7 +175,10 @@ class DiffusersVelocity(nn.Module):
         return self.predictions(torch.ones((), dtype=x.dtype, device=x.device), x)[0]
 
     def extra_repr(self) -> str:
-        return f"prediction_type={self.prediction_type!r}, num_train_timesteps={self.num_train_timesteps}"
+        # flowsolve's model fingerprint hashes this text: every setting that changes the field is here.
+        kwargs = {k: (v.tolist() if isinstance(v, torch.Tensor) else v) for k, v in sorted(self.model_kwargs.items())}
+        return (f"prediction_type={self.prediction_type!r}, num_train_timesteps={self.num_train_timesteps}, "
+                f"interpolation={self.interpolation!r}, model_kwargs={kwargs!r}")
 
 
 def diffusers_adapter(model, scheduler=None, prediction_type: str | None = None, **options) -> DiffusersVelocity:

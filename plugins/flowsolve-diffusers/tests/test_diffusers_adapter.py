@@ -189,6 +189,7 @@ def test_fingerprint_sees_weights_schedule_and_prediction_type(unet):
     assert base != fingerprint(flowsolve.adapt(make_unet(seed=1), "diffusers", scheduler=make_scheduler()))
     assert base != fingerprint(flowsolve.adapt(unet, "diffusers", scheduler=make_scheduler("v_prediction")))
     assert base != fingerprint(flowsolve.adapt(unet, "diffusers", scheduler=make_scheduler(beta_schedule="scaled_linear")))
+    assert base != fingerprint(flowsolve.adapt(unet, "diffusers", scheduler=make_scheduler(), interpolation="linear"))
 
 
 def test_gradients_flow_to_the_time(unet):
