@@ -28,6 +28,7 @@ _EXPORTS = {
     "NodeValues": ".transforms",
     "Nodes": ".solver",
     "NonFiniteVelocityError": ".velocity",
+    "PSNRLoss": ".losses",
     "ParametricSolver": ".solver",
     "RK3": ".base_solvers",
     "RK38": ".base_solvers",

@@ -65,7 +65,8 @@ class SolverFamily:
             rtol, atol, max_step: dopri5 settings of the ground truth.
             checkpoint: file to save progress to; an interrupted fit with the same settings
                 resumes from it.
-            init: a fitted solver of this family and NFE to start from (default identity).
+            init: a fitted solver of this family to start from, at this or another NFE
+                (default: the identity, i.e. the base solver on a uniform grid).
             progress: draw progress bars (default: when stderr is a terminal).
 
         Returns:

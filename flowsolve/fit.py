@@ -239,21 +239,20 @@ def _model_dtype(model):
     return torch.float32
 
 
-def _init_label(init):
-    return init if isinstance(init, str) else getattr(init, "metadata", {}).get("model_fingerprint", "solver")
+def _init_label(init) -> str:
+    """What a checkpoint remembers of ``init``: its step count and a hash of its parameters."""
+    from .fingerprint import tensor_fingerprint
+
+    return f"nfe{init.nfe}-" + tensor_fingerprint(*(p.detach() for _, p in sorted(init.params.items())))
 
 
 def _initialise(solver, init) -> None:
-    """Start from another fitted solver of the same family and NFE."""
+    """Start from another fitted solver of the same family (any NFE)."""
     from .solver import ParametricSolver
 
     if not isinstance(init, ParametricSolver):
-        raise TypeError(f"init must be a fitted ParametricSolver, got {type(init).__name__}")
-    if init.transform != solver.transform or init.base != solver.base or init.n_steps != solver.n_steps:
-        raise ValueError(
-            f"init solver ({init.extra_repr()}) is not of the family and NFE being fitted ({solver.extra_repr()})"
-        )
-    solver.load_state_dict(init.state_dict())
+        raise TypeError(f"init must be a fitted ParametricSolver (e.g. flowsolve.load(path)), got {type(init).__name__}")
+    solver.initialise_from(init)
 
 
 def _save_checkpoint(path, settings, solver, optimizer, generator, state) -> None:

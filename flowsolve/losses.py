@@ -61,6 +61,22 @@ class RMSE(Loss):
         return per_sample_rms(x1 - gt.x1).mean()
 
 
+@attrs.frozen
+class PSNRLoss(Loss):
+    """Negative PSNR of the final samples (data range 2): ``10 log10(MSE / 4)`` over the batch.
+
+    A full rollout like :class:`RMSE`; the logarithm weighs relative improvements equally at
+    every error level. ``checkpoint=True`` keeps one step's activations.
+    """
+
+    checkpoint: bool = False
+    name = "psnr"
+
+    def __call__(self, solver, u, gt):
+        x1 = solver.sample(u, gt.x0, differentiable=True, checkpoint_steps=self.checkpoint)
+        return 10 * torch.log10((x1 - gt.x1).square().mean() / 4.0)
+
+
 def local_errors(solver, u: VelocityField, gt: GroundTruth, steps: torch.Tensor | None = None) -> torch.Tensor:
     """``d_{i+1} = ||x(t_{i+1}) - step_x(t_i, x(t_i))||`` per step and path, ``(len(steps), batch)``.
 
@@ -144,4 +160,4 @@ class LTE(_WeightedLocalErrors):
         return torch.ones(solver.n_steps, dtype=torch.float64)
 
 
-BUILTIN_LOSSES: dict[str, type[Loss]] = {cls.name: cls for cls in (RMSE, RMSEBound, LTE)}
+BUILTIN_LOSSES: dict[str, type[Loss]] = {cls.name: cls for cls in (RMSE, RMSEBound, LTE, PSNRLoss)}

@@ -97,6 +97,30 @@ class ParametricSolver(nn.Module):
             for name, value in params.items():
                 self.params[name].copy_(value)
 
+    def initialise_from(self, other: "ParametricSolver") -> None:
+        """Start from another solver of the same transform and base, at any step count.
+
+        Same ``n``: its parameters are copied. Other ``n``: its node values are interpolated
+        linearly in ``r`` onto this grid (e.g. start NFE 8 from a fitted NFE 10).
+        """
+        if other.transform != self.transform or other.base != self.base:
+            raise ValueError(
+                f"cannot start {self.extra_repr()} from {other.extra_repr()}: transform and base must match"
+            )
+        if other.n_steps == self.n_steps:
+            self.load_state_dict(other.state_dict())
+            return
+        r_old, *old_values = other.nodes()
+        r = self.grid.r
+        new = [_interpolate(r, r_old, v) for v in old_values]
+        t, dt, s, ds = new
+        t[0], t[-1], s[0] = 0.0, 1.0, 1.0
+        if not getattr(self.transform, "learns_time", True):
+            t, dt = r.clone(), torch.ones_like(r)
+        if not getattr(self.transform, "learns_scale", True):
+            s, ds = torch.ones_like(r), torch.zeros_like(r)
+        self.set_node_values(NodeValues(t, dt, s, ds))
+
     def set_transform(self, time, scale) -> None:
         """Discretise a continuous transform on this solver's grid.
 
@@ -246,6 +270,14 @@ class ParametricSolver(nn.Module):
 
     def extra_repr(self) -> str:
         return f"transform={self.transform!r}, base={self.base!r}, n_steps={self.n_steps}, nfe={self.nfe}"
+
+
+def _interpolate(r: torch.Tensor, knots: torch.Tensor, values: torch.Tensor) -> torch.Tensor:
+    """Piecewise-linear interpolation of ``values`` given at increasing ``knots``, evaluated at ``r``."""
+    right = torch.searchsorted(knots, r).clamp(1, knots.numel() - 1)
+    left = right - 1
+    weight = (r - knots[left]) / (knots[right] - knots[left])
+    return values[left] + weight * (values[right] - values[left])
 
 
 def _per_sample(values: torch.Tensor, like: torch.Tensor) -> torch.Tensor:

@@ -163,3 +163,32 @@ def test_a_float32_network_trains_in_float32(family):
         solver = family.fit(u, nfe=4, iterations=3, loss=loss, **SMALL)
         assert solver.metadata["validation"]["rmse"] > 0
     assert seen == {torch.float32}
+
+
+@pytest.mark.parametrize("transform", [flowsolve.ScaleTime(), flowsolve.TimeOnly(), flowsolve.ScaleOnly()], ids=repr)
+def test_start_from_a_solver_of_another_nfe(transform):
+    from .problems import randomize_parameters
+
+    source = flowsolve.compose(transform, flowsolve.Midpoint()).at(nfe=10)
+    randomize_parameters(source, seed=3, spread=0.3)
+    target = flowsolve.compose(transform, flowsolve.Midpoint()).at(nfe=8)
+    target.initialise_from(source)
+    r_old, *old = source.nodes()
+    r, *new = target.nodes()
+    # node values follow the source's, linearly interpolated (the grids share r = 0, 0.5, 1)
+    for a, b in zip(old, new):
+        for position in (0.5, 1.0):
+            assert float(b[r == position]) == pytest.approx(float(a[r_old == position]), abs=1e-12)
+    same = flowsolve.compose(transform, flowsolve.Midpoint()).at(nfe=10)
+    same.initialise_from(source)
+    assert all(torch.equal(same.params[k], source.params[k]) for k in source.params)
+    with pytest.raises(ValueError, match="transform and base must match"):
+        flowsolve.compose(transform, flowsolve.Euler()).at(nfe=8).initialise_from(source)
+
+
+def test_fit_starts_from_init_and_only_improves_on_it(flow, family):
+    start = family.fit(flow, nfe=8, iterations=40, validate_every=20, **SMALL)
+    refined = family.fit(flow, nfe=6, iterations=20, validate_every=10, init=start, **SMALL)
+    history = refined.metadata["history"]
+    assert refined.metadata["validation"]["rmse"] <= history[0]["val_rmse"]
+    assert refined.metadata["fit"]["init"].startswith("nfe8-")

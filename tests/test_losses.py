@@ -108,3 +108,16 @@ def test_step_batches_give_the_same_value_and_gradient(loss):
     torch.testing.assert_close(results[0][0], results[1][0])
     for a, b in zip(results[0][1], results[1][1]):
         torch.testing.assert_close(a, b)
+
+
+def test_psnr_loss_is_minus_the_psnr_of_the_rollout():
+    from flowsolve.losses import PSNRLoss
+    from flowsolve.metrics import psnr
+
+    flow = GaussianMixtureFlow.random(dim=6, components=3, seed=1)
+    gt = ground_truth(flow, torch.randn(8, 6, dtype=torch.float64))
+    solver = flowsolve.compose(flowsolve.ScaleTime(), flowsolve.Midpoint()).at(nfe=6)
+    value = PSNRLoss()(solver, flow, gt)
+    assert float(value.detach()) == pytest.approx(-psnr(solver.sample(flow, gt.x0), gt.x1), rel=1e-12)
+    value.backward()
+    assert all(p.grad is not None and torch.isfinite(p.grad).all() for p in solver.params.values())
