@@ -65,8 +65,10 @@ class SolverFamily:
             rtol, atol, max_step: dopri5 settings of the ground truth.
             checkpoint: file to save progress to; an interrupted fit with the same settings
                 resumes from it.
-            init: a fitted solver of this family to start from, at this or another NFE
-                (default: the identity, i.e. the base solver on a uniform grid).
+            init: where to start (default: the identity, i.e. the base solver on a uniform
+                grid): a fitted solver of this family at this or another NFE, or the name of a
+                time schedule of the model's scheduler: ``"log-snr"``, ``"edm"``, ``"cosine"``
+                (see :mod:`flowsolve.schedules`).
             progress: draw progress bars (default: when stderr is a terminal).
 
         Returns:

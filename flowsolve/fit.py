@@ -105,7 +105,7 @@ def fit(
         progress = False
     solver = family.at(nfe)
     if init is not None:
-        _initialise(solver, init)
+        _initialise(solver, init, model)
     solver.to(device)
 
     if not isinstance(store, TrajectoryStore):
@@ -240,18 +240,32 @@ def _model_dtype(model):
 
 
 def _init_label(init) -> str:
-    """What a checkpoint remembers of ``init``: its step count and a hash of its parameters."""
+    """What a checkpoint remembers of ``init``: a schedule name, or a fitted solver's NFE and parameter hash."""
     from .fingerprint import tensor_fingerprint
 
+    if isinstance(init, str):
+        return init
     return f"nfe{init.nfe}-" + tensor_fingerprint(*(p.detach() for _, p in sorted(init.params.items())))
 
 
-def _initialise(solver, init) -> None:
-    """Start from another fitted solver of the same family (any NFE)."""
+def _initialise(solver, init, model) -> None:
+    """Start from a named schedule of the model's scheduler, or from a fitted solver of the family (any NFE)."""
+    from .schedulers import Scheduler
+    from .schedules import schedule_time
     from .solver import ParametricSolver
 
+    if isinstance(init, str):
+        scheduler = getattr(model, "scheduler", None)
+        if not isinstance(scheduler, Scheduler):
+            raise ValueError(f"init={init!r} needs a Gaussian-path model carrying a flowsolve scheduler (.scheduler)")
+        if not getattr(solver.transform, "learns_time", False):
+            raise ValueError(f"init={init!r} sets the time grid; {solver.transform!r} does not learn time")
+        solver.set_transform(schedule_time(init, scheduler), torch.ones_like)
+        return
     if not isinstance(init, ParametricSolver):
-        raise TypeError(f"init must be a fitted ParametricSolver (e.g. flowsolve.load(path)), got {type(init).__name__}")
+        raise TypeError(
+            f"init must be a schedule name or a fitted ParametricSolver (e.g. flowsolve.load(path)), got {type(init).__name__}"
+        )
     solver.initialise_from(init)
 
 

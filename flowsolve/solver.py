@@ -129,10 +129,10 @@ class ParametricSolver(nn.Module):
             scale: ``r -> s_r``, positive, ``s_0 = 1``.
             Derivatives are taken by autograd.
         """
-        r = self.grid.r.clone().requires_grad_(True)
-        t, s = time(r), scale(r)
-        dt, = torch.autograd.grad(t.sum(), r, retain_graph=True)
-        ds, = torch.autograd.grad(s.sum(), r)
+        with torch.enable_grad():
+            r = self.grid.r.clone().requires_grad_(True)
+            t, s = time(r), scale(r)
+            dt, ds = (_derivative(value, r) for value in (t, s))
         t, s = t.detach().clone(), s.detach().clone()
         t[0], t[-1], s[0] = 0.0, 1.0, 1.0  # exact boundary values despite round-off in time(r)
         self.set_node_values(NodeValues(t, dt, s, ds))
@@ -270,6 +270,14 @@ class ParametricSolver(nn.Module):
 
     def extra_repr(self) -> str:
         return f"transform={self.transform!r}, base={self.base!r}, n_steps={self.n_steps}, nfe={self.nfe}"
+
+
+def _derivative(value: torch.Tensor, r: torch.Tensor) -> torch.Tensor:
+    """d value / d r for an element-wise function of ``r`` (zero where it does not depend on ``r``)."""
+    if not value.requires_grad:
+        return torch.zeros_like(r).detach()
+    (gradient,) = torch.autograd.grad(value.sum(), r, retain_graph=True, allow_unused=True)
+    return torch.zeros_like(r).detach() if gradient is None else gradient
 
 
 def _interpolate(r: torch.Tensor, knots: torch.Tensor, values: torch.Tensor) -> torch.Tensor:

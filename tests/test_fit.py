@@ -192,3 +192,45 @@ def test_fit_starts_from_init_and_only_improves_on_it(flow, family):
     history = refined.metadata["history"]
     assert refined.metadata["validation"]["rmse"] <= history[0]["val_rmse"]
     assert refined.metadata["fit"]["init"].startswith("nfe8-")
+
+
+@pytest.mark.parametrize("name", ["log-snr", "edm"])
+def test_named_schedules_start_the_fit_from_their_grid(name):
+    from flowsolve import schedulers
+    from flowsolve.schedules import schedule_time
+
+    vp_flow = flowsolve.GaussianMixtureFlow.random(dim=6, components=3, seed=2, scheduler=schedulers.VP())
+    family = flowsolve.compose(flowsolve.ScaleTime(), flowsolve.Midpoint())
+    solver = family.fit(vp_flow, nfe=6, iterations=10, validate_every=10, init=name, **SMALL)
+    start = family.at(nfe=6)
+    start.set_transform(schedule_time(name, vp_flow.scheduler), torch.ones_like)
+    r, t, *_ = start.nodes()
+    assert float(t[0]) == 0.0 and float(t[-1]) == 1.0 and bool((t.diff() > 0).all())
+    assert not torch.allclose(t, r, atol=1e-3)  # a real schedule, not the uniform grid
+    # the history starts at the schedule's own solver and fitting keeps the best
+    start_rmse = solver.metadata["history"][0]["val_rmse"]
+    held = TrajectoryStore(None, vp_flow).load(32, progress=False)
+    assert start_rmse == pytest.approx(evaluate(start, vp_flow, held)["rmse"], rel=1e-5)
+    assert solver.metadata["validation"]["rmse"] <= start_rmse
+
+
+def test_cosine_schedule_of_an_fm_ot_model_is_the_exact_rescheduling_time():
+    from flowsolve import schedulers
+    from flowsolve.schedules import schedule_time
+
+    r = torch.linspace(0, 1, 11, dtype=torch.float64)
+    expected = flowsolve.reschedule(lambda t, x: x, schedulers.FMOT(), schedulers.Cosine()).time(r)
+    torch.testing.assert_close(schedule_time("cosine", schedulers.FMOT())(r), expected, atol=1e-9, rtol=0)
+
+
+def test_named_schedule_needs_a_scheduler_and_a_time_learning_transform(family):
+    with pytest.raises(ValueError, match="needs a Gaussian-path model"):
+        family.fit(lambda t, x: -x, nfe=4, init="log-snr", sample_shape=(2,), **SMALL)
+    with pytest.raises(ValueError, match="does not learn time"):
+        flowsolve.compose(flowsolve.ScaleOnly(), flowsolve.Midpoint()).fit(
+            flowsolve.GaussianMixtureFlow.random(2, 2), nfe=4, init="edm", **SMALL)
+    with pytest.raises(ValueError, match="cosine schedule needs a path from pure noise"):
+        family.fit(flowsolve.GaussianMixtureFlow.random(2, 2, scheduler=flowsolve.schedulers.VP()), nfe=4,
+                   init="cosine", **SMALL)
+    with pytest.raises(ValueError, match="unknown schedule 'karras'"):
+        family.fit(flowsolve.GaussianMixtureFlow.random(2, 2), nfe=4, init="karras", **SMALL)
