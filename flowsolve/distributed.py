@@ -7,6 +7,7 @@ alone writes files, logs and progress bars. Backends: gloo on CPU, NCCL on GPUs.
 
 from __future__ import annotations
 
+import atexit
 import datetime
 import os
 
@@ -74,4 +75,18 @@ def setup(device: torch.device | None = None) -> Context:
     if dist.is_available() and not dist.is_initialized() and int(os.environ.get("WORLD_SIZE", "1")) > 1:
         backend = "nccl" if device is not None and device.type == "cuda" else "gloo"
         dist.init_process_group(backend=backend, timeout=DEFAULT_TIMEOUT)
+        # A group left alive at interpreter exit can abort the process ("terminate called ...").
+        atexit.register(teardown)
     return current()
+
+
+def teardown() -> None:
+    """Leave the process group together (registered at exit by :func:`setup`; safe to call twice).
+
+    The ranks meet first so that none tears its connections down while another still uses them.
+    """
+    if dist.is_available() and dist.is_initialized():
+        try:
+            dist.barrier()
+        finally:
+            dist.destroy_process_group()
