@@ -112,7 +112,7 @@ class ParametricSolver(nn.Module):
             return
         r_old, *old_values = other.nodes()
         r = self.grid.r
-        new = [_interpolate(r, r_old, v) for v in old_values]
+        new = [_interpolate(r, r_old, v.cpu()) for v in old_values]  # the grids live on the CPU
         t, dt, s, ds = new
         t[0], t[-1], s[0] = 0.0, 1.0, 1.0
         if not getattr(self.transform, "learns_time", True):
