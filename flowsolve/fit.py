@@ -168,7 +168,7 @@ def fit(
 
 def _validation_metrics(solver, model, validation, context) -> dict:
     """Validation RMSE / PSNR; under torch.distributed each rank takes a slice and the sums are shared."""
-    from .metrics import per_sample_rms
+    from .metrics import per_sample_rms, psnr_from_mse
 
     part = validation.subset(torch.arange(context.rank, len(validation), context.world))
     with torch.no_grad():
@@ -178,8 +178,7 @@ def _validation_metrics(solver, model, validation, context) -> dict:
         torch.tensor(float(difference.numel()), dtype=torch.float64, device=difference.device),
     ])
     rms_sum, squared_sum, entries = context.sum(sums).tolist()
-    mse = squared_sum / entries
-    return {"rmse": rms_sum / len(validation), "psnr": math.inf if mse == 0 else 10 * math.log10(4.0 / mse)}
+    return {"rmse": rms_sum / len(validation), "psnr": psnr_from_mse(squared_sum / entries)}
 
 
 def _train(solver, model, loss, optimizer, generator, training, state, validate, settings, checkpoint, context, *,

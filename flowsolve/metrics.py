@@ -17,7 +17,11 @@ def rmse(x: torch.Tensor, reference: torch.Tensor) -> float:
     return float(per_sample_rms(x - reference).mean())
 
 
-def psnr(x: torch.Tensor, reference: torch.Tensor, data_range: float = 2.0) -> float:
-    """``10 log10(range^2 / MSE)`` with the MSE over all entries (data in [-1, 1]: range 2)."""
-    mse = float((x - reference).square().mean())
+def psnr_from_mse(mse: float, data_range: float = 2.0) -> float:
+    """``10 log10(range^2 / MSE)`` (data in [-1, 1]: range 2)."""
     return math.inf if mse == 0 else 10 * math.log10(data_range**2 / mse)
+
+
+def psnr(x: torch.Tensor, reference: torch.Tensor, data_range: float = 2.0) -> float:
+    """PSNR with the MSE over all entries."""
+    return psnr_from_mse(float((x - reference).square().mean()), data_range)

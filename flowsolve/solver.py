@@ -227,9 +227,10 @@ class ParametricSolver(nn.Module):
             raise ValueError(f"step index must lie in [0, {self.n_steps}), got {index.tolist()}")
         coefficients = self._coefficients(x)
         index = index.to(x.device)
-        stage_nodes = [self.grid.stage_index.to(x.device)[index, k] for k in range(self.base.stages)]
-        start = _per_sample(coefficients[self.grid.start_index.to(x.device)[index], 4], x)
-        end = _per_sample(coefficients[self.grid.start_index.to(x.device)[index + 1], 4], x)
+        stage_index, start_index = self.grid.stage_index.to(x.device), self.grid.start_index.to(x.device)
+        stage_nodes = [stage_index[index, k] for k in range(self.base.stages)]
+        start = _per_sample(coefficients[start_index[index], 4], x)
+        end = _per_sample(coefficients[start_index[index + 1], 4], x)
         label = int(i) if index.dim() == 0 else index
         field = self._stage_field(u, coefficients, stage_nodes, label, check_finite)
         return rk_step(self.base.tableau, field, start * x, self.step_size) / end

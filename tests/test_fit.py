@@ -167,7 +167,7 @@ def test_a_float32_network_trains_in_float32(family):
 
 @pytest.mark.parametrize("transform", [flowsolve.ScaleTime(), flowsolve.TimeOnly(), flowsolve.ScaleOnly()], ids=repr)
 def test_start_from_a_solver_of_another_nfe(transform):
-    from .problems import randomize_parameters
+    from .solver_parameters import randomize_parameters
 
     source = flowsolve.compose(transform, flowsolve.Midpoint()).at(nfe=10)
     randomize_parameters(source, seed=3, spread=0.3)

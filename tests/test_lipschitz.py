@@ -5,7 +5,9 @@ import torch
 
 import flowsolve
 
-from .problems import LinearSystem, random_matrix, randomize_parameters
+from flowsolve.conformance.problems import LinearSystem
+
+from .solver_parameters import randomize_parameters
 from .test_solver import BASES
 
 
@@ -34,13 +36,14 @@ def test_midpoint_constants_equal_lemma_d3(L_tau):
 @pytest.mark.parametrize("base", BASES, ids=repr)
 @pytest.mark.parametrize("seed", range(4))
 def test_constants_bound_observed_ratios_on_linear_fields(base, seed):
-    field = LinearSystem(random_matrix(6, seed) * 2.0)
+    problem = LinearSystem(dim=6, gain=2.0, seed=seed)
+    field = problem.field("cpu")
     solver = flowsolve.compose(flowsolve.ScaleTime(), base).at(nfe=3 * base.stages)
     randomize_parameters(solver, seed=seed, spread=0.6)
     generator = torch.Generator().manual_seed(seed)
     x = torch.randn(64, 6, dtype=torch.float64, generator=generator)
     y = x + 1e-2 * torch.randn(64, 6, dtype=torch.float64, generator=generator)
-    bounds = solver.step_lipschitz(L_tau=field.lipschitz).detach()
+    bounds = solver.step_lipschitz(L_tau=problem.lipschitz).detach()
     for i in range(solver.n_steps):
         gap = (solver.step(i, x, field) - solver.step(i, y, field)).norm(dim=1)
         ratio = (gap / (x - y).norm(dim=1)).max()

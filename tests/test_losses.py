@@ -8,9 +8,10 @@ from flowsolve.gaussian_mixture import GaussianMixtureFlow
 from flowsolve.reference_paths import ground_truth
 from flowsolve.losses import LTE, RMSE, RMSEBound, amplification
 from flowsolve.metrics import per_sample_rms
-from flowsolve.velocity import batched_time
 
-from .problems import LinearSystem, random_matrix, randomize_parameters
+from flowsolve.conformance.problems import LinearSystem
+
+from .solver_parameters import randomize_parameters
 
 
 def test_amplification_is_the_product_of_later_step_constants():
@@ -40,14 +41,22 @@ def test_batched_bound_equals_a_loop_over_steps(base):
 
 @pytest.mark.parametrize("seed", range(4))
 def test_rmse_is_below_the_bound_when_L_tau_bounds_the_field(seed):
-    field = batched_time(LinearSystem(random_matrix(5, seed) * 1.5))
+    problem = LinearSystem(dim=5, gain=1.5, seed=seed)
+    field = problem.field("cpu")
     gt = ground_truth(field, torch.randn(32, 5, dtype=torch.float64), rtol=1e-10, atol=1e-10)
     solver = flowsolve.compose(flowsolve.ScaleTime(), flowsolve.Midpoint()).at(nfe=6)
     randomize_parameters(solver, seed=seed, spread=0.5)
     rmse = RMSE()(solver, field, gt)
-    bound = RMSEBound(L_tau=field.lipschitz)(solver, field, gt)
+    bound = RMSEBound(L_tau=problem.lipschitz)(solver, field, gt)
     assert rmse <= bound
     assert rmse > 0.05 * bound  # the comparison is not vacuous
+
+
+def parameter_gradients(solver, backward) -> list:
+    """The solver's parameter gradients after ``backward()`` (fresh, from zero)."""
+    solver.zero_grad()
+    backward()
+    return [p.grad.clone() for p in solver.params.values()]
 
 
 def test_checkpointed_rmse_has_the_same_gradient():
@@ -55,11 +64,8 @@ def test_checkpointed_rmse_has_the_same_gradient():
     gt = ground_truth(flow, torch.randn(8, 6, dtype=torch.float64))
     solver = flowsolve.compose(flowsolve.ScaleTime(), flowsolve.Midpoint()).at(nfe=6)
     randomize_parameters(solver, seed=2)
-    grads = []
-    for loss in (RMSE(), RMSE(checkpoint=True)):
-        solver.zero_grad()
-        loss(solver, flow, gt).backward()
-        grads.append([p.grad.clone() for p in solver.params.values()])
+    grads = [parameter_gradients(solver, lambda: loss(solver, flow, gt).backward())
+             for loss in (RMSE(), RMSE(checkpoint=True))]
     for plain, checkpointed in zip(*grads):
         torch.testing.assert_close(plain, checkpointed)
 
@@ -79,11 +85,8 @@ def test_scalar_time_fields_train_like_batched_ones():
     gt = ground_truth(flow, torch.randn(8, 6, dtype=torch.float64))
     solver = flowsolve.compose(flowsolve.ScaleTime(), flowsolve.Midpoint()).at(nfe=6)
     randomize_parameters(solver, seed=3)
-    grads = []
-    for field in (flow, lambda t, x: flow(t, x)):  # the lambda only gets 0-dim times
-        solver.zero_grad()
-        RMSEBound()(solver, field, gt).backward()
-        grads.append([p.grad.clone() for p in solver.params.values()])
+    fields = (flow, lambda t, x: flow(t, x))  # the lambda only gets 0-dim times
+    grads = [parameter_gradients(solver, lambda: RMSEBound()(solver, field, gt).backward()) for field in fields]
     for batched, grouped in zip(*grads):
         torch.testing.assert_close(batched, grouped)
 
@@ -99,15 +102,12 @@ def test_step_batches_give_the_same_value_and_gradient(loss):
     gt = ground_truth(flow, torch.randn(8, 6, dtype=torch.float64))
     solver = flowsolve.compose(flowsolve.ScaleTime(), flowsolve.Midpoint()).at(nfe=10)
     randomize_parameters(solver, seed=4)
-    whole = type(loss)()
-    results = []
-    for variant in (whole, loss):
-        solver.zero_grad()
-        value = variant.backward(solver, flow, gt)
-        results.append((value, [p.grad.clone() for p in solver.params.values()]))
-    torch.testing.assert_close(results[0][0], results[1][0])
-    for a, b in zip(results[0][1], results[1][1]):
-        torch.testing.assert_close(a, b)
+    values, grads = {}, []
+    for variant in (type(loss)(), loss):
+        grads.append(parameter_gradients(solver, lambda: values.setdefault(variant, variant.backward(solver, flow, gt))))
+    torch.testing.assert_close(values[type(loss)()], values[loss])
+    for whole, batched in zip(*grads):
+        torch.testing.assert_close(whole, batched)
 
 
 def test_psnr_loss_is_minus_the_psnr_of_the_rollout():

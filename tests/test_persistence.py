@@ -7,7 +7,7 @@ import torch
 import flowsolve
 from flowsolve.persistence import FORMAT_VERSION, SolverFileError
 
-from .problems import randomize_parameters
+from .solver_parameters import randomize_parameters
 from .test_solver import BASES, TRANSFORMS, nonlinear_field
 
 

@@ -7,7 +7,9 @@ import torchdiffeq
 import flowsolve
 from flowsolve.velocity import batched_time
 
-from .problems import LinearSystem, Logistic, TimeDependent, random_matrix, randomize_parameters
+from flowsolve.conformance.problems import CosineGrowth, LinearSystem, Logistic
+
+from .solver_parameters import randomize_parameters
 
 BASES = [flowsolve.Euler(), flowsolve.Midpoint(), flowsolve.Heun(), flowsolve.RK3(), flowsolve.RK4(), flowsolve.RK38()]
 TRANSFORMS = [flowsolve.ScaleTime(), flowsolve.TimeOnly(), flowsolve.ScaleOnly()]
@@ -138,18 +140,19 @@ def test_set_transform_reproduces_the_continuous_transform_at_the_nodes():
 
 
 @pytest.mark.parametrize(
-    "problem", [LinearSystem(random_matrix(3, 0)), Logistic(), TimeDependent()], ids=lambda p: type(p).__name__
+    "problem", [LinearSystem(dim=3, gain=1.0, seed=0), Logistic(rate=1.0, seed=5), CosineGrowth((1.0, 1.25, 1.5), seed=5)],
+    ids=lambda p: p.name,
 )
 @pytest.mark.parametrize("base", BASES, ids=repr)
 def test_discretised_smooth_transform_keeps_the_base_order(problem, base):
     """Theorem 2.2: under any smooth transform the solver converges at the base solver's order."""
-    x0 = torch.rand(4, 3, dtype=torch.float64, generator=torch.Generator().manual_seed(5)) * 0.5 + 0.1
+    instance = problem.build("cpu")  # closed-form x(1), shared with the conformance suite
     steps = torch.tensor([8, 16, 32, 64], dtype=torch.float64)
     errors = []
     for n in steps.int().tolist():
         solver = flowsolve.compose(flowsolve.ScaleTime(), base).at(nfe=n * base.stages)
         solver.set_transform(smooth_time, smooth_scale)
-        errors.append(float((solver.sample(problem, x0) - problem.solution(x0)).abs().max()))
+        errors.append(float((solver.sample(instance.field, instance.x0) - instance.x1).abs().max()))
     slope = -torch.linalg.lstsq(torch.stack([steps.log(), torch.ones(4, dtype=torch.float64)], 1),
                                 torch.tensor(errors, dtype=torch.float64).log()[:, None]).solution[0, 0]
     # At least the base order (some problem/method pairs converge faster than their order).
