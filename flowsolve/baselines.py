@@ -69,19 +69,54 @@ def sigma_range(u, scheduler: Scheduler, sigma_max: float = 80.0, sigma_min: flo
     return sigma_max, sigma_min
 
 
-def log_snr_grid(scheduler: Scheduler, steps: int, sigma_max: float = 80.0, sigma_min: float = 0.002) -> list[float]:
-    """``t_0 = 0``, then ``steps - 1`` times uniform in log-SNR between ``1/sigma_max`` and
-    ``1/sigma_min`` (EDM's range), then ``t = 1``."""
-    low, high = -math.log(sigma_max), -math.log(sigma_min)
-    inner = [low + (high - low) * i / max(steps - 2, 1) for i in range(steps - 1)] if steps > 1 else []
-    times = [float(scheduler.log_snr_inverse(torch.tensor(v, dtype=torch.float64))) for v in inner]
-    return [0.0] + times + [1.0]
+GRID_SPACINGS = ("log-snr", "edm", "time-uniform")
+
+
+def solver_grid(u, scheduler: Scheduler, steps: int, spacing: str = "log-snr", rho: float = 7.0) -> list[float]:
+    """``steps + 1`` times from ``t = 0`` to ``t = 1`` for a training-free solver.
+
+    The inner points span the model's own noise range: from its start (``sigma/alpha`` at ``t = 0``,
+    or EDM's ``sigma_max = 80`` where that is infinite, with a first step from ``t = 0``) to the
+    last time it is evaluated at (:func:`sigma_range`), and a last step lands on ``t = 1``.
+    ``spacing`` places them uniformly in log-SNR (DPM-Solver), in ``sigma^(1/rho)`` (EDM/Karras)
+    or in the model's time.
+    """
+    if spacing not in GRID_SPACINGS:
+        raise ValueError(f"unknown grid spacing {spacing!r}; choose one of {GRID_SPACINGS}")
+    ends = torch.tensor([0.0, 1.0], dtype=torch.float64)
+    start_ratio = float(1 / scheduler.snr(ends[0]))  # sigma/alpha at t = 0: inf where alpha_0 = 0
+    sigma_max, sigma_min = sigma_range(u, scheduler, sigma_max=start_ratio if math.isfinite(start_ratio) else 80.0)
+    starts_inside = start_ratio <= sigma_max
+    inner_count = steps + 1 - (1 if starts_inside else 2)  # points besides t = 0 (if it is no inner point) and t = 1
+    if inner_count < 1:
+        return [0.0, 1.0]
+    fractions = [i / max(inner_count - 1, 1) for i in range(inner_count)]
+    if spacing == "log-snr":
+        low, high = -math.log(sigma_max), -math.log(sigma_min)
+        levels = [low + (high - low) * f for f in fractions]
+    elif spacing == "edm":
+        a, b = sigma_max ** (1 / rho), sigma_min ** (1 / rho)
+        levels = [-rho * math.log(a + (b - a) * f) for f in fractions]
+    else:
+        first, last = (float(scheduler.log_snr_inverse(torch.tensor(-math.log(v), dtype=torch.float64)))
+                       for v in (sigma_max, sigma_min))
+        times = [first + (last - first) * f for f in fractions]
+        levels = None
+    if levels is not None:
+        times = [float(scheduler.log_snr_inverse(torch.tensor(v, dtype=torch.float64))) for v in levels]
+    if starts_inside:
+        times[0] = 0.0
+    else:
+        times = [0.0] + times
+    return times + [1.0]
 
 
 @attrs.frozen
 class DDIM:
     """Deterministic DDIM: ``x_{i+1} = alpha_{i+1} x1_hat_i + sigma_{i+1} eps_hat_i``; one NFE per step,
     on a grid uniform in ``t`` (the model's own time)."""
+
+    needs_scheduler = True
 
     name = "ddim"
 
@@ -99,14 +134,21 @@ class DDIM:
 @attrs.frozen
 class DPMSolverPP2M:
     """DPM-Solver++(2M) (Lu et al., 2022): second-order multistep exponential integrator in the
-    data prediction, one NFE per step, on a log-SNR-uniform grid (:func:`log_snr_grid`) over the
-    model's valid range (:func:`sigma_range`); the last step returns the data prediction."""
+    data prediction, one NFE per step, on a grid of :func:`solver_grid` (``spacing``: log-SNR
+    uniform by default, ``"edm"`` or ``"time-uniform"``) over the model's valid range; the last
+    step returns the data prediction."""
 
-    name = "dpm-solver++(2m)"
+    needs_scheduler = True
+
+    spacing: str = attrs.field(default="log-snr", validator=attrs.validators.in_(GRID_SPACINGS))
+
+    @property
+    def name(self) -> str:
+        return "dpm-solver++(2m)" if self.spacing == "log-snr" else f"dpm-solver++(2m) {self.spacing}"
 
     def sample(self, u, x0, nfe: int):
         scheduler = _scheduler_of(u)
-        times = log_snr_grid(scheduler, nfe, *sigma_range(u, scheduler))
+        times = solver_grid(u, scheduler, nfe, self.spacing)
         x, previous, previous_h = x0, None, None
         for start, end in zip(times[:-1], times[1:]):
             t0, t1 = _time(start, x0), _time(end, x0)
@@ -130,6 +172,8 @@ class EDMHeun:
     variables ``y = x / alpha``, ``s = sigma / alpha``; the last step (to s = 0) is Euler.
     ``k`` steps cost ``2k - 1`` NFE, so an even budget uses one evaluation less. The sigma range
     is narrowed to the times the model is evaluated at (:func:`sigma_range`)."""
+
+    needs_scheduler = True
 
     sigma_max: float = 80.0
     sigma_min: float = 0.002
@@ -173,5 +217,7 @@ def builtin_baselines() -> dict[str, Callable[[], object]]:
         "rk4": lambda: UniformGrid(RK4()),
         "edm-heun": EDMHeun,
         "dpm-solver++(2m)": DPMSolverPP2M,
+        "dpm-solver++(2m) edm": lambda: DPMSolverPP2M("edm"),
+        "dpm-solver++(2m) time-uniform": lambda: DPMSolverPP2M("time-uniform"),
         "ddim": DDIM,
     }

@@ -27,18 +27,30 @@ def compare(u, reference: GroundTruth, nfes: list[int], solvers=(), progress=Non
     with torch.no_grad():
         for name, make in builtin_baselines().items():
             baseline = make()
-            if not gaussian and name in ("ddim", "dpm-solver++(2m)", "edm-heun"):
+            if not gaussian and getattr(baseline, "needs_scheduler", False):
                 continue
             for nfe in nfes:
                 x1, used = baseline.sample(u, reference.x0, nfe)
                 if x1 is not None:
                     rows.append({"method": name, "budget": nfe, "nfe": used, "rmse": rmse(x1, reference.x1),
                                  "psnr": psnr(x1, reference.x1)})
+        rows += _best_grid_rows(rows, "dpm-solver++(2m)")
         for name, solver in solvers:
             x1 = solver.sample(u, reference.x0)
             rows.append({"method": name, "budget": solver.nfe, "nfe": solver.nfe, "rmse": rmse(x1, reference.x1),
                          "psnr": psnr(x1, reference.x1)})
     return rows
+
+
+def _best_grid_rows(rows: list[dict], family: str) -> list[dict]:
+    """Per budget, the best of ``family``'s grid variants (rows named ``family`` or ``family <spacing>``)."""
+    variants = [r for r in rows if r["method"] == family or r["method"].startswith(family + " ")]
+    best = {}
+    for row in variants:
+        if row["budget"] not in best or row["rmse"] < best[row["budget"]]["rmse"]:
+            best[row["budget"]] = row
+    return [{**row, "method": f"{family} best grid"} for row in best.values()] if len(
+        {r["method"] for r in variants}) > 1 else []
 
 
 def table(rows: list[dict], nfes: list[int]) -> str:

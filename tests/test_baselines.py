@@ -75,11 +75,33 @@ def test_gaussian_baselines_need_a_scheduler():
 
 
 def test_grids_stay_inside_the_times_the_model_is_evaluated_at():
-    from flowsolve.baselines import log_snr_grid, sigma_range
+    from flowsolve.baselines import GRID_SPACINGS, sigma_range, solver_grid
 
     u = flowsolve.adapt(lambda x, s: torch.zeros_like(x), "eps-vp")  # stops at s = 1e-3
     scheduler = u.scheduler
-    times = log_snr_grid(scheduler, 8, *sigma_range(u, scheduler))
-    assert times[0] == 0.0 and times[-1] == 1.0
-    assert max(times[1:-1]) == pytest.approx(1 - 1e-3, abs=1e-9)
+    for spacing in GRID_SPACINGS:
+        times = solver_grid(u, scheduler, 8, spacing)
+        assert len(times) == 9 and times[0] == 0.0 and times[-1] == 1.0
+        assert all(a < b for a, b in zip(times[:-1], times[1:]))
+        assert max(times[1:-1]) == pytest.approx(1 - 1e-3, abs=1e-9)
+    # VP starts inside the sigma range: t = 0 is the first grid point, uniform in log-SNR from there.
+    log_snr = scheduler.log_snr(torch.tensor(solver_grid(u, scheduler, 8)[:-1], dtype=torch.float64))
+    torch.testing.assert_close(log_snr.diff(), log_snr.diff().mean().expand(7), rtol=1e-9, atol=0)
+    # FM-OT starts at infinite sigma/alpha: one step from t = 0 to EDM's sigma_max = 80 first.
+    fm = flowsolve.GaussianMixtureFlow.random(2, 2)
+    times = solver_grid(fm, fm.scheduler, 6)
+    assert float(1 / fm.scheduler.snr(torch.tensor(times[1], dtype=torch.float64))) == pytest.approx(80.0)
     assert sigma_range(flowsolve.GaussianMixtureFlow.random(2, 2), schedulers.FMOT()) == (80.0, 0.002)
+
+
+def test_best_grid_row_is_the_lowest_dpm_solver_variant_per_budget():
+    from flowsolve.report import compare
+
+    flow = flowsolve.GaussianMixtureFlow.random(4, 3, seed=2, scheduler=schedulers.VP())
+    reference = flowsolve.ground_truth(flow, torch.randn(16, 4, dtype=torch.float64, generator=torch.Generator().manual_seed(0)))
+    rows = compare(flow, reference, [4, 6])
+    for budget in (4, 6):
+        variants = [r["rmse"] for r in rows if r["method"].startswith("dpm-solver++(2m)") and r["budget"] == budget
+                    and r["method"] != "dpm-solver++(2m) best grid"]
+        (best,) = [r for r in rows if r["method"] == "dpm-solver++(2m) best grid" and r["budget"] == budget]
+        assert len(variants) == 3 and best["rmse"] == min(variants)
