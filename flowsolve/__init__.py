@@ -26,6 +26,8 @@ _EXPORTS = {
     "Midpoint": ".base_solvers",
     "NodeGrid": ".grid",
     "NodeValues": ".transforms",
+    "NonStationary": ".nonstationary",
+    "NonStationarySolver": ".nonstationary",
     "Nodes": ".solver",
     "NonFiniteVelocityError": ".velocity",
     "PSNRLoss": ".losses",

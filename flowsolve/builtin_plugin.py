@@ -20,6 +20,13 @@ def flowsolve_transforms():
 
 
 @hookimpl
+def flowsolve_solver_families():
+    from .nonstationary import NonStationary
+
+    return {NonStationary.name: NonStationary}
+
+
+@hookimpl
 def flowsolve_losses():
     from .losses import BUILTIN_LOSSES
 

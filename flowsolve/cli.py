@@ -69,13 +69,24 @@ def _family(args):
     from .family import compose
     from .registry import base_solver, lookup
 
+    if args.family is not None:
+        return lookup("solver family", args.family)(base=base_solver(args.base))
     return compose(lookup("transform", args.transform)(), base_solver(args.base))
 
 
-def _loss(name: str):
+def _loss(name: str | None):
     from .registry import lookup
 
-    return lookup("loss", name)()
+    return None if name is None else lookup("loss", name)()
+
+
+def _init(spec: str | None):
+    """``--init``: a solver file, or a name (schedule, baseline, base solver) the family resolves."""
+    from .persistence import load
+
+    if spec is None or not Path(spec).exists():
+        return spec
+    return load(spec)
 
 
 def _fit(args) -> int:
@@ -85,12 +96,16 @@ def _fit(args) -> int:
     model = resolve_model(args.model, args.kind)
     store = _store_for(model, 0)
     # One checkpoint per model and settings: rerunning an interrupted command resumes it.
-    run = f"{store.key['model']}-{args.transform}-{args.base}-{args.loss}-nfe{args.nfe}-{args.iterations}-{args.lr}-{args.batch_size}"
+    family = _family(args)
+    init = _init(args.init)
+    init_label = "" if args.init is None else "-init-" + Path(args.init).name.replace("/", "_")
+    run = (f"{store.key['model']}-{family.label.replace(' ', '-')}-{args.loss}-nfe{args.nfe}-{args.iterations}-{args.lr}-"
+           f"{args.batch_size}{init_label}")
     checkpoint = args.checkpoint or cache_directory() / "checkpoints" / f"{run}.ckpt"
     started = time.perf_counter()
-    solver = _family(args).fit(
+    solver = family.fit(
         model, nfe=args.nfe, loss=_loss(args.loss), iterations=args.iterations, lr=args.lr,
-        batch_size=args.batch_size, store=store, progress=not args.quiet, checkpoint=checkpoint,
+        batch_size=args.batch_size, store=store, progress=not args.quiet, checkpoint=checkpoint, init=init,
     )
     from .distributed import current
 
@@ -98,7 +113,7 @@ def _fit(args) -> int:
         return 0
     solver.save(args.output)
     best = solver.metadata["validation"]
-    print(f"fitted {args.transform} x {args.base} at NFE {args.nfe} to {args.model} in {time.perf_counter() - started:.1f}s: "
+    print(f"fitted {family.label} at NFE {args.nfe} to {args.model} in {time.perf_counter() - started:.1f}s: "
           f"validation RMSE {best['rmse']:.5f}, PSNR {best['psnr']:.2f} dB -> {args.output}")
     return 0
 
@@ -141,7 +156,7 @@ def _eval(args) -> int:
     for path in args.solvers:
         solver = load(path)
         _check_solver_model(solver, model, path)
-        solvers.append((f"bespoke {solver.transform.name} {solver.base.name} ({Path(path).name})", solver))
+        solvers.append((f"bespoke {solver.label} ({Path(path).name})", solver))
     nfes = sorted(set(args.nfe) | {s.nfe for _, s in solvers})
     rows = compare(model, reference, nfes, solvers)
     print(table(rows, nfes))
@@ -205,7 +220,8 @@ def _plugins(args) -> int:
         status = "disabled" if record.disabled else (f"FAILED: {record.error}" if record.error else "loaded")
         print(f"  {record.name:<20} {status:<10} {record.source}")
     sections = (("base solvers", found.base_solvers), ("transforms", found.transforms), ("losses", found.losses),
-                ("model adapters", found.adapters), ("models", found.models))
+                ("model adapters", found.adapters), ("models", found.models),
+                ("solver families", lambda: {"transform x base": None, **found.solver_families()}))
     for title, provided in sections:
         print(f"{title}: {', '.join(sorted(provided()))}")
     return 1 if any(r.error for r in found.records) else 0
@@ -226,7 +242,10 @@ def build_parser() -> argparse.ArgumentParser:
     fit.add_argument("--nfe", type=int, required=True, help="evaluation budget of the solver")
     fit.add_argument("--base", default="midpoint", help="base solver name (default midpoint)")
     fit.add_argument("--transform", default="scale-time", help="transform name (default scale-time)")
-    fit.add_argument("--loss", default="rmse-bound", help="loss name (default rmse-bound)")
+    fit.add_argument("--family", help="a registered solver family instead of transform x base (e.g. non-stationary)")
+    fit.add_argument("--loss", help="loss name (default: rmse-bound, or rmse for families without local steps)")
+    fit.add_argument("--init", help="start from: a solver file, a schedule (log-snr, edm, cosine) or, for "
+                                    "non-stationary, a baseline / base-solver name (e.g. dpm-solver++(2m))")
     fit.add_argument("--iterations", type=int, default=1000)
     fit.add_argument("--batch-size", type=int, default=32)
     fit.add_argument("--lr", type=float, default=2e-3)

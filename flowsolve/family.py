@@ -37,6 +37,13 @@ class SolverFamily:
     transform: Transform = attrs.field(validator=_check_transform)
     base: BaseSolver = attrs.field(validator=_check_base)
 
+    def to_dict(self) -> dict:
+        return {"transform": self.transform.to_dict(), "base": self.base.name}
+
+    @property
+    def label(self) -> str:
+        return f"{self.transform.name} {self.base.name}"
+
     def at(self, nfe: int) -> ParametricSolver:
         """The identity-initialised solver spending ``nfe`` evaluations (a multiple of ``base.stages``)."""
         return ParametricSolver(self.transform, self.base, self.base.n_steps(nfe))

@@ -14,7 +14,7 @@ from . import distributed
 from ._version import __version__
 from .fingerprint import model_fingerprint
 from .reference_paths import DEFAULT_ATOL, DEFAULT_MAX_STEP, DEFAULT_RTOL, GroundTruth
-from .losses import Loss, RMSEBound
+from .losses import RMSE, Loss, RMSEBound
 from .metrics import psnr, rmse
 from .persistence import atomic_torch_save
 from .progress import Progress
@@ -89,7 +89,8 @@ def fit(
     progress: bool | None = None,
 ):
     """Fit ``family.at(nfe)`` to ``model`` (see :meth:`SolverFamily.fit`)."""
-    loss = _resolve_loss(loss, L_tau)
+    solver = family.at(nfe)
+    loss = _resolve_loss(loss, L_tau, solver)
     for name, value in (("iterations", iterations), ("batch_size", batch_size), ("train_trajectories", train_trajectories),
                         ("val_trajectories", val_trajectories), ("validate_every", validate_every)):
         if isinstance(value, bool) or not isinstance(value, int) or value < 1:
@@ -103,9 +104,8 @@ def fit(
         raise ValueError(f"batch_size={batch_size} must be a multiple of the number of processes ({context.world})")
     if not context.is_main:
         progress = False
-    solver = family.at(nfe)
     if init is not None:
-        _initialise(solver, init, model)
+        solver.initialise(init, model)
     solver.to(device)
 
     if not isinstance(store, TrajectoryStore):
@@ -117,7 +117,7 @@ def fit(
     ground_truth_seconds = time.perf_counter() - started
 
     settings = {
-        "family": {"transform": solver.transform.to_dict(), "base": solver.base.name},
+        "family": family.to_dict(),
         "nfe": nfe, "loss": loss.to_dict(), "iterations": iterations, "batch_size": batch_size, "lr": lr,
         "train_trajectories": train_trajectories, "val_trajectories": val_trajectories,
         "validate_every": validate_every, "seed": seed, "store": store.key,
@@ -146,7 +146,7 @@ def fit(
         _train(solver, model, loss, optimizer, generator, training, state, validate, settings,
                checkpoint if context.is_main else None, context,
                iterations=iterations, batch_size=batch_size, validate_every=validate_every, device=device,
-               progress=progress, label=f"fit {solver.transform.name} {solver.base.name} nfe={nfe}")
+               progress=progress, label=f"fit {family.label} nfe={nfe}")
     except NonFiniteVelocityError as error:
         raise NonFiniteVelocityError(f"fit stopped at iteration {state['iteration']}: {error}") from error
 
@@ -213,13 +213,23 @@ def _train(solver, model, loss, optimizer, generator, training, state, validate,
             bar.update(1)
 
 
-def _resolve_loss(loss, L_tau):
+def _resolve_loss(loss, L_tau, solver):
+    """The given loss, or the family's default: RMSE-Bound where the solver has local steps, else RMSE."""
     if loss is None:
+        if not solver.has_local_steps:
+            if L_tau is not None:
+                raise ValueError(f"L_tau belongs to RMSE-Bound, which {solver.label} solvers cannot use")
+            return RMSE()
         return RMSEBound() if L_tau is None else RMSEBound(L_tau=L_tau)
     if not isinstance(loss, Loss):
         raise TypeError(f"loss must be a flowsolve Loss instance such as RMSEBound(), got {type(loss).__name__}")
     if L_tau is not None:
         raise ValueError("pass L_tau either to fit (for the default RMSEBound) or to the loss, not both")
+    if loss.needs_local_steps and not solver.has_local_steps:
+        raise ValueError(
+            f"the {loss.name} loss weighs per-step local errors, but a {solver.label} solver has no per-step map; "
+            "use flowsolve.RMSE() or flowsolve.PSNRLoss() (final-sample losses through the whole rollout)"
+        )
     return loss
 
 
@@ -244,28 +254,9 @@ def _init_label(init) -> str:
 
     if isinstance(init, str):
         return init
-    return f"nfe{init.nfe}-" + tensor_fingerprint(*(p.detach() for _, p in sorted(init.params.items())))
-
-
-def _initialise(solver, init, model) -> None:
-    """Start from a named schedule of the model's scheduler, or from a fitted solver of the family (any NFE)."""
-    from .schedulers import Scheduler
-    from .schedules import schedule_time
-    from .solver import ParametricSolver
-
-    if isinstance(init, str):
-        scheduler = getattr(model, "scheduler", None)
-        if not isinstance(scheduler, Scheduler):
-            raise ValueError(f"init={init!r} needs a Gaussian-path model carrying a flowsolve scheduler (.scheduler)")
-        if not getattr(solver.transform, "learns_time", False):
-            raise ValueError(f"init={init!r} sets the time grid; {solver.transform!r} does not learn time")
-        solver.set_transform(schedule_time(init, scheduler), torch.ones_like)
-        return
-    if not isinstance(init, ParametricSolver):
-        raise TypeError(
-            f"init must be a schedule name or a fitted ParametricSolver (e.g. flowsolve.load(path)), got {type(init).__name__}"
-        )
-    solver.initialise_from(init)
+    if hasattr(init, "params"):  # a fitted solver
+        return f"nfe{init.nfe}-" + tensor_fingerprint(*(p.detach() for _, p in sorted(init.params.items())))
+    return repr(init)
 
 
 def _save_checkpoint(path, settings, solver, optimizer, generator, state) -> None:

@@ -53,6 +53,16 @@ def flowsolve_transforms():
 
 
 @hookspec
+def flowsolve_solver_families():
+    """Solver families other than transform x base solver (those come from the two hooks above).
+
+    :return: a mapping ``{name: family class}``; ``family()`` has ``at(nfe)`` and ``fit(model, nfe)``,
+        and ``family.solver_class.from_header(header)`` rebuilds a saved solver (the name is what
+        solver files store).
+    """
+
+
+@hookspec
 def flowsolve_losses():
     """Training losses this plugin provides.
 

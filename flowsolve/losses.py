@@ -23,6 +23,7 @@ class Loss(abc.ABC):
     """
 
     name: ClassVar[str]
+    needs_local_steps: ClassVar[bool] = False  # True: needs the solver's step(i, x) (not every family has one)
 
     @abc.abstractmethod
     def __call__(self, solver, u: VelocityField, gt: GroundTruth) -> torch.Tensor: ...
@@ -109,6 +110,7 @@ class _WeightedLocalErrors(Loss):
     """``sum_i w_i d_i`` over the steps; ``steps_per_batch`` bounds memory in :meth:`backward`."""
 
     steps_per_batch: int | None
+    needs_local_steps = True
 
     def step_weights(self, solver) -> torch.Tensor:
         raise NotImplementedError

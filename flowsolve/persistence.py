@@ -19,7 +19,7 @@ from .base_solvers import BUILTIN_BASE_SOLVERS, BaseSolver
 from .tableau import ButcherTableau
 
 FORMAT_NAME = "flowsolve.solver"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2  # 2: solver families other than transform x base ("family" in the header)
 
 
 class SolverFileError(ValueError):
@@ -55,20 +55,15 @@ def _checksum(header: str, tensors: dict[str, torch.Tensor]) -> str:
 
 def save_solver(solver, path) -> None:
     tensors = {name: p.detach().cpu().clone() for name, p in solver.params.items()}
+    description = solver.header()
     header = json.dumps(
-        {
-            "library_version": __version__,
-            "transform": solver.transform.to_dict(),
-            "base": solver.base.tableau.to_dict(),
-            "n_steps": solver.n_steps,
-            "nfe": solver.nfe,
-            "metadata": solver.metadata,
-        },
+        {"library_version": __version__, "nfe": solver.nfe, "metadata": solver.metadata, **description},
         sort_keys=True,
     )
     payload = {
         "format": FORMAT_NAME,
-        "format_version": FORMAT_VERSION,
+        # Transform x base files stay readable by flowsolve versions that only know format 1.
+        "format_version": 2 if "family" in description else 1,
         "header": header,
         "tensors": tensors,
         "checksum": _checksum(header, tensors),
@@ -114,9 +109,12 @@ def load(path, map_location: str | torch.device = "cpu"):
     if _checksum(header_text, tensors) != payload.get("checksum"):
         raise SolverFileError(f"{path} failed its checksum: the file is corrupt; re-save or re-fit the solver")
     header = json.loads(header_text)
-    transform = _transform_from_dict(header["transform"], path)
-    base = _base_from_dict(header["base"], path)
-    solver = ParametricSolver(transform, base, header["n_steps"])
+    if "family" in header:
+        solver = _family_solver(header, path)
+    else:
+        transform = _transform_from_dict(header["transform"], path)
+        base = _base_from_dict(header["base"], path)
+        solver = ParametricSolver(transform, base, header["n_steps"])
     expected = {name: tuple(p.shape) for name, p in solver.params.items()}
     found = {name: tuple(t.shape) for name, t in tensors.items()}
     if expected != found:
@@ -126,6 +124,16 @@ def load(path, map_location: str | torch.device = "cpu"):
             solver.params[name].copy_(tensor)
     solver.metadata = header.get("metadata", {})
     return solver.to(map_location)
+
+
+def _family_solver(header: dict, path):
+    from .registry import lookup, UnknownNameError
+
+    try:
+        family = lookup("solver family", header["family"])
+    except UnknownNameError as error:
+        raise SolverFileError(f"{path} was written for solver family {header['family']!r}: {error}") from error
+    return family.solver_class.from_header(header)
 
 
 def _transform_from_dict(data: dict, path):

@@ -81,6 +81,9 @@ class Registry:
     def adapters(self) -> dict[str, Callable]:
         return self._collect("flowsolve_model_adapters", "model adapter")
 
+    def solver_families(self) -> dict[str, Callable]:
+        return self._collect("flowsolve_solver_families", "solver family")
+
     def models(self) -> dict[str, Callable]:
         return self._collect("flowsolve_models", "model")
 
@@ -111,9 +114,11 @@ def reset() -> None:
 
 
 def lookup(kind: str, name: str):
-    """The ``kind`` ("base solver", "transform", "loss", "model adapter") registered as ``name``."""
+    """The ``kind`` ("base solver", "transform", "loss", "model adapter", "model", "solver family")
+    registered as ``name``."""
     table = {"base solver": registry().base_solvers, "transform": registry().transforms,
-             "loss": registry().losses, "model adapter": registry().adapters, "model": registry().models}[kind]()
+             "loss": registry().losses, "model adapter": registry().adapters, "model": registry().models,
+             "solver family": registry().solver_families}[kind]()
     if name not in table:
         failed = [r.name for r in registry().records if r.error]
         hint = f"; plugins that failed to load: {failed}" if failed else ""

@@ -62,7 +62,13 @@ class ParametricSolver(nn.Module):
         )
         self.metadata: dict = {}
 
+    has_local_steps = True  # step(i, x) and step_lipschitz exist: local-error losses apply
+
     # -- sizes -------------------------------------------------------------------------------
+    @property
+    def label(self) -> str:
+        return f"{self.transform.name} {self.base.name}"
+
     @property
     def n_steps(self) -> int:
         return self.grid.n_steps
@@ -120,6 +126,26 @@ class ParametricSolver(nn.Module):
         if not getattr(self.transform, "learns_scale", True):
             s, ds = torch.ones_like(r), torch.zeros_like(r)
         self.set_node_values(NodeValues(t, dt, s, ds))
+
+    def initialise(self, init, model=None) -> None:
+        """Start from a fitted solver of this family (any NFE, see :meth:`initialise_from`) or from
+        a named time schedule of ``model``'s scheduler (``"log-snr"``, ``"edm"``, ``"cosine"``)."""
+        if isinstance(init, ParametricSolver):
+            self.initialise_from(init)
+            return
+        if not isinstance(init, str):
+            raise TypeError(
+                f"init must be a schedule name or a fitted ParametricSolver (e.g. flowsolve.load(path)), got {type(init).__name__}"
+            )
+        from .schedulers import Scheduler
+        from .schedules import schedule_time
+
+        scheduler = getattr(model, "scheduler", None)
+        if not isinstance(scheduler, Scheduler):
+            raise ValueError(f"init={init!r} needs a Gaussian-path model carrying a flowsolve scheduler (.scheduler)")
+        if not getattr(self.transform, "learns_time", False):
+            raise ValueError(f"init={init!r} sets the time grid; {self.transform!r} does not learn time")
+        self.set_transform(schedule_time(init, scheduler), torch.ones_like)
 
     def set_transform(self, time, scale) -> None:
         """Discretise a continuous transform on this solver's grid.
@@ -268,6 +294,10 @@ class ParametricSolver(nn.Module):
         from .persistence import save_solver
 
         save_solver(self, path)
+
+    def header(self) -> dict:
+        """What a solver file records to rebuild this solver (see :mod:`flowsolve.persistence`)."""
+        return {"transform": self.transform.to_dict(), "base": self.base.tableau.to_dict(), "n_steps": self.n_steps}
 
     def extra_repr(self) -> str:
         return f"transform={self.transform!r}, base={self.base!r}, n_steps={self.n_steps}, nfe={self.nfe}"

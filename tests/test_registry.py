@@ -33,6 +33,7 @@ def third_party(monkeypatch):
     module.flowsolve_base_solvers = flowsolve.hookimpl(lambda: {"ralston": Ralston})
     module.flowsolve_transforms = flowsolve.hookimpl(lambda: {"warp": Warp})
     module.flowsolve_losses = flowsolve.hookimpl(lambda: {"huber": Huber})
+    module.flowsolve_solver_families = flowsolve.hookimpl(lambda: {"euler-started": lambda **_: flowsolve.NonStationary(flowsolve.Euler())})
     module.flowsolve_model_adapters = flowsolve.hookimpl(lambda: {"doubled": lambda model: lambda t, x: 2 * model(x, t)})
     module.flowsolve_models = flowsolve.hookimpl(lambda: {"fake-flow": lambda: flowsolve.GaussianMixtureFlow.random(2, 2)})
     module.flowsolve_detect_adapter = flowsolve.hookimpl(
@@ -58,6 +59,7 @@ def test_builtins_come_through_the_entry_point():
 
 def test_a_third_party_plugin_adds_every_kind(third_party, tmp_path):
     assert registry.base_solver("ralston").order == 2
+    assert registry.lookup("solver family", "euler-started")().at(nfe=3).num_params == 12
     assert "warp" in registry.transform_classes() and "huber" in registry.registry().losses()
     assert registry.model("fake-flow").dim == 2
 
@@ -104,13 +106,13 @@ def test_cli_lists_plugins_and_their_sources(capsys, third_party):
     assert main(["plugins"]) == 0
     out = capsys.readouterr().out
     assert "builtin" in out and "flowsolve.builtin_plugin" in out and "fake_flowsolve_plugin" in out
-    assert "ralston" in out and "doubled" in out
+    assert "ralston" in out and "doubled" in out and "euler-started" in out and "non-stationary" in out
 
 
 def test_every_hook_is_prefixed_documented_and_exercised():
     specs = [name for name, _ in inspect.getmembers(hookspecs, inspect.isfunction) if name.startswith("flowsolve_")]
     assert set(specs) == {"flowsolve_model_adapters", "flowsolve_detect_adapter", "flowsolve_base_solvers",
-                          "flowsolve_transforms", "flowsolve_losses", "flowsolve_models"}
+                          "flowsolve_transforms", "flowsolve_losses", "flowsolve_models", "flowsolve_solver_families"}
     for name in specs:
         doc = getattr(hookspecs, name).__doc__
         assert doc and ":return:" in doc, name
