@@ -52,6 +52,20 @@ class BaseSolver:
     def stages(self) -> int:
         return self.tableau.stages
 
+    def evaluations(self, n_steps: int) -> int:
+        """Velocity evaluations (NFE) of ``n_steps`` steps."""
+        return n_steps * self.stages
+
+    def to_dict(self) -> dict:
+        """What a solver file stores to rebuild this base (see :mod:`flowsolve.persistence`)."""
+        return self.tableau.to_dict()
+
+    def parametric_solver(self, transform, n_steps: int):
+        """The :class:`~flowsolve.ParametricSolver` of ``transform`` x this base with ``n_steps`` steps."""
+        from .solver import ParametricSolver
+
+        return ParametricSolver(transform, self, n_steps)
+
     def n_steps(self, nfe: int) -> int:
         """Steps that spend exactly ``nfe`` evaluations; ``ValueError`` if there is no such count."""
         if isinstance(nfe, bool) or not isinstance(nfe, int):

@@ -7,9 +7,12 @@ from .hookspecs import hookimpl
 
 @hookimpl
 def flowsolve_base_solvers():
-    from .base_solvers import BUILTIN_BASE_SOLVERS
+    from functools import partial
 
-    return dict(BUILTIN_BASE_SOLVERS)
+    from .base_solvers import BUILTIN_BASE_SOLVERS
+    from .multistep import AdamsBashforth
+
+    return {**BUILTIN_BASE_SOLVERS, "ab2": partial(AdamsBashforth, 2), "ab3": partial(AdamsBashforth, 3)}
 
 
 @hookimpl

@@ -46,7 +46,7 @@ class SolverFamily:
 
     def at(self, nfe: int) -> ParametricSolver:
         """The identity-initialised solver spending ``nfe`` evaluations (a multiple of ``base.stages``)."""
-        return ParametricSolver(self.transform, self.base, self.base.n_steps(nfe))
+        return self.base.parametric_solver(self.transform, self.base.n_steps(nfe))
 
     def fit(self, model, nfe: int, **options) -> ParametricSolver:
         """Fit the family's solver at ``nfe`` to ``model`` (Algorithm 3) and return the best one.

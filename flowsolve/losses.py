@@ -91,7 +91,11 @@ def local_errors(solver, u: VelocityField, gt: GroundTruth, steps: torch.Tensor 
     paths = torch.arange(batch, device=device).repeat(len(steps))
     start = gt.at(times[per_sample_steps], paths)
     target = gt.at(times[per_sample_steps + 1], paths)
-    predicted = solver.step(per_sample_steps, start, u)
+    if solver.history:  # a multistep step also starts from the exact states at the previous step points
+        previous = [gt.at(times[(per_sample_steps - j).clamp_min(0)], paths) for j in range(1, solver.history + 1)]
+        predicted = solver.step(per_sample_steps, start, u, previous=previous)
+    else:
+        predicted = solver.step(per_sample_steps, start, u)
     return per_sample_rms(target - predicted).reshape(len(steps), batch)
 
 
@@ -148,7 +152,7 @@ class RMSEBound(_WeightedLocalErrors):
     name = "rmse-bound"
 
     def step_weights(self, solver):
-        return amplification(solver.step_lipschitz(self.L_tau))
+        return solver.error_amplification(self.L_tau)
 
 
 @attrs.frozen

@@ -86,7 +86,6 @@ def load(path, map_location: str | torch.device = "cpu"):
         >>> flowsolve.load(path).nfe
         4
     """
-    from .solver import ParametricSolver
 
     path = Path(path)
     if not path.exists():
@@ -114,7 +113,7 @@ def load(path, map_location: str | torch.device = "cpu"):
     else:
         transform = _transform_from_dict(header["transform"], path)
         base = _base_from_dict(header["base"], path)
-        solver = ParametricSolver(transform, base, header["n_steps"])
+        solver = base.parametric_solver(transform, header["n_steps"])
     expected = {name: tuple(p.shape) for name, p in solver.params.items()}
     found = {name: tuple(t.shape) for name, t in tensors.items()}
     if expected != found:
@@ -152,6 +151,10 @@ def _transform_from_dict(data: dict, path):
 
 
 def _base_from_dict(data: dict, path) -> BaseSolver:
+    if data.get("multistep") == "adams-bashforth":
+        from .multistep import AdamsBashforth
+
+        return AdamsBashforth(int(data["order"]))
     try:
         tableau = ButcherTableau.from_dict(data)
     except (KeyError, TypeError, ValueError) as error:

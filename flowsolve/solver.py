@@ -75,7 +75,9 @@ class ParametricSolver(nn.Module):
 
     @property
     def nfe(self) -> int:
-        return self.n_steps * self.base.stages
+        return self.base.evaluations(self.n_steps)
+
+    history = 0  # previous states a step needs besides its own (multistep bases: order - 1)
 
     @property
     def num_params(self) -> int:
@@ -288,6 +290,12 @@ class ParametricSolver(nn.Module):
         starts = self.grid.start_index
         return s[starts[:-1]] / s[starts[1:]] * total
 
+    def error_amplification(self, L_tau: float = 1.0) -> torch.Tensor:
+        """``M_i`` (``i = 1..n``): the product of the later steps' constants (eq. 25), differentiable."""
+        from .losses import amplification
+
+        return amplification(self.step_lipschitz(L_tau))
+
     # -- persistence -----------------------------------------------------------------------------
     def save(self, path) -> None:
         """Write parameters and metadata to ``path`` atomically (see :func:`flowsolve.load`)."""
@@ -297,7 +305,7 @@ class ParametricSolver(nn.Module):
 
     def header(self) -> dict:
         """What a solver file records to rebuild this solver (see :mod:`flowsolve.persistence`)."""
-        return {"transform": self.transform.to_dict(), "base": self.base.tableau.to_dict(), "n_steps": self.n_steps}
+        return {"transform": self.transform.to_dict(), "base": self.base.to_dict(), "n_steps": self.n_steps}
 
     def extra_repr(self) -> str:
         return f"transform={self.transform!r}, base={self.base!r}, n_steps={self.n_steps}, nfe={self.nfe}"

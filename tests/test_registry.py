@@ -98,7 +98,7 @@ def test_environment_variable_disables_named_plugins(monkeypatch, third_party):
 
 
 def test_unknown_names_list_the_valid_ones():
-    with pytest.raises(registry.UnknownNameError, match=r"unknown base solver 'rk5'; registered: \['euler'"):
+    with pytest.raises(registry.UnknownNameError, match=r"unknown base solver 'rk5'; registered: \['ab2', 'ab3', 'euler'"):
         registry.base_solver("rk5")
 
 
