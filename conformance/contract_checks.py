@@ -31,26 +31,26 @@ FLOAT32_TOLERANCE = 1e-4
 
 @attrs.frozen
 class Sampler:
-    """A sampler under test: ``sample(u, x0, steps)`` runs ``steps`` steps; ``stages`` evaluations each."""
+    """A sampler under test: ``sample(u, x0, steps)`` runs ``steps`` steps, ``evaluations(steps)`` NFE."""
 
     label: str
-    stages: int
+    evaluations: Callable[[int], int]
     sample: Callable = attrs.field(repr=False)
 
 
 def base_sampler(base: BaseSolver) -> Sampler:
-    return Sampler(base.name, base.stages, lambda u, x0, steps: base.sample(u, x0, steps * base.stages))
+    return Sampler(base.name, base.evaluations, lambda u, x0, steps: base.sample(u, x0, base.evaluations(steps)))
 
 
 def parametric_sampler(transform: Transform, base: BaseSolver, device) -> Sampler:
     """A perturbed (non-identity) parametric solver, one per step count and seed."""
 
     def sample(u, x0, steps):
-        solver = compose(transform, base).at(steps * base.stages)
+        solver = compose(transform, base).at(base.evaluations(steps))
         perturb_parameters(solver, seed=steps, spread=0.3)
         return solver.to(device).sample(u, x0)
 
-    return Sampler(pairing_label(transform, base), base.stages, sample)
+    return Sampler(pairing_label(transform, base), base.evaluations, sample)
 
 
 def _shapes():
@@ -111,10 +111,9 @@ def _field_calls(sampler: Sampler, effort: Effort, device) -> Outcome:
             return field(t, x)
 
         sampler.sample(recording, x0, steps)
-        nfe = steps * sampler.stages
+        nfe = sampler.evaluations(steps)
         if len(calls) != nfe:
-            raise CheckFailed(f"{sampler.label} evaluated the field {len(calls)} times for nfe = {nfe} "
-                              f"({steps} steps x {sampler.stages} stages)")
+            raise CheckFailed(f"{sampler.label} evaluated the field {len(calls)} times for nfe = {nfe} ({steps} steps)")
         for number, (t, x_shape, x_dtype, x_device) in enumerate(calls):
             problems = []
             if not isinstance(t, torch.Tensor) or t.dim() != 0:
@@ -146,35 +145,37 @@ def _determinism(sampler: Sampler, effort: Effort, device) -> Outcome:
     return Outcome.passed("bitwise identical outputs for identical inputs")
 
 
-def gradient_check(transform: Transform, base: BaseSolver, effort: Effort, device) -> Check:
-    label = pairing_label(transform, base)
+def gradient_check(transform: Transform, base: BaseSolver, effort: Effort, device, family=None) -> Check:
+    """Gradients of ``transform x base``, or of ``family`` (any family with ``at(nfe)``) with ``base``'s NFEs."""
+    family = family or compose(transform, base)
+    label = pairing_label(transform, base) if transform is not None else family.label
     return Check(f"gradients[{label}]", "finite gradients reach the learnable parameters",
-                 lambda: _gradients(transform, base, effort, device))
+                 lambda: _gradients(family, base, label, effort, device))
 
 
-def _gradients(transform, base, effort, device) -> Outcome:
+def _gradients(family, base, label, effort, device) -> Outcome:
     unused = set()
 
     def trial(drawn):
         (field, shape, steps, seed), spread = drawn
-        solver = compose(transform, base).at(steps * base.stages)
+        solver = family.at(base.evaluations(steps))
         perturb_parameters(solver, seed, spread)
         solver.to(device)
         x0 = noise(shape, seed, torch.float64, device)
         with torch.enable_grad():
             solver.sample(field, x0, differentiable=True).square().mean().backward()
-        named = dict(solver.named_parameters())
+        named = {name: p for name, p in solver.named_parameters() if p.requires_grad}
         if not named:
-            raise CheckFailed(f"{pairing_label(transform, base)} has no learnable parameters")
+            raise CheckFailed(f"{label} has no learnable parameters")
         for name, parameter in named.items():
             if parameter.grad is None:
                 unused.add(name)
             elif not bool(torch.isfinite(parameter.grad).all()):
                 raise CheckFailed(f"gradient of {name} is not finite ({parameter.grad.tolist()}) for "
-                                  f"{pairing_label(transform, base)} (steps={steps}, perturbed by {spread:.3g}) "
+                                  f"{label} (steps={steps}, perturbed by {spread:.3g}) "
                                   f"on {field!r}")
         if not any(p.grad is not None and bool((p.grad != 0).any()) for p in named.values()):
-            raise CheckFailed(f"no gradient reaches any parameter of {pairing_label(transform, base)} on {field!r}")
+            raise CheckFailed(f"no gradient reaches any parameter of {label} on {field!r}")
         return len(named)
 
     counts = check_property(st.tuples(_draws(), bounded(0.0, 0.5)), trial, examples=4, effort=effort)

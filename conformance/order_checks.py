@@ -51,7 +51,7 @@ def _order(base: BaseSolver, kind, strategy, effort: Effort, device) -> Outcome:
     def trial(problem):
         instance = problem.build(device)
         convergence = fitted_order(
-            lambda steps: max_error(base.sample(instance.field, instance.x0, steps * base.stages), instance.x1),
+            lambda steps: max_error(base.sample(instance.field, instance.x0, base.evaluations(steps)), instance.x1),
             problem.floor,
         )
         if not convergence.order >= declared - ORDER_TOLERANCE:

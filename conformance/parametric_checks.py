@@ -54,7 +54,7 @@ def _identity(transform, base, effort, device, examples) -> Outcome:
     def trial(drawn):
         field, steps, seed = drawn
         x0 = noise((3, 2), seed, torch.float64, device)
-        nfe = steps * base.stages
+        nfe = base.evaluations(steps)
         difference = max_error(family.at(nfe).sample(field, x0), base.sample(field, x0, nfe))
         if not difference <= IDENTITY_TOLERANCE:
             raise CheckFailed(
@@ -117,7 +117,7 @@ def representable_kind(transform: Transform, base: BaseSolver) -> tuple[str | No
     """The most general kind of smooth transform ``transform`` can be set to, and why not if none."""
     reasons = []
     for kind in KINDS:
-        solver = compose(transform, base).at(2 * base.stages)
+        solver = compose(transform, base).at(base.evaluations(2))
         try:
             solver.set_transform(SmoothTransform(kind, **_PROBE).time, SmoothTransform(kind, **_PROBE).scale)
         except (ValueError, NotImplementedError) as error:
@@ -135,7 +135,7 @@ def _consistency(transform, base, effort, device, examples) -> Outcome:
     family, declared = compose(transform, base), base.order
 
     def error_at(shape, instance, steps):
-        solver = family.at(steps * base.stages)
+        solver = family.at(base.evaluations(steps))
         solver.set_transform(shape.time, shape.scale)
         return max_error(solver.sample(instance.field, instance.x0), instance.x1)
 
@@ -163,6 +163,6 @@ def perturb_parameters(solver, seed: int, spread: float) -> None:
     """Move every learnable parameter by ``spread * U(-1, 1)`` away from its initial value."""
     generator = torch.Generator().manual_seed(seed)
     with torch.no_grad():
-        for parameter in solver.parameters():
+        for parameter in (p for p in solver.parameters() if p.requires_grad):
             noise = torch.rand(parameter.shape, generator=generator, dtype=torch.float64) * 2 - 1
             parameter.add_((spread * noise).to(parameter))

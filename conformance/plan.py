@@ -7,6 +7,9 @@
 - transform: boundary conditions; the parametric checks with ``Midpoint`` and ``Euler`` bases.
 - solver family: the base-solver checks of its base, the transform's boundary conditions,
   and the parametric checks of the pair itself.
+- multistep base (Adams--Bashforth): its order conditions in place of the tableau checks.
+- non-stationary family: exact start, contracts, gradients; order consistency reported as not
+  declared (see :mod:`.family_checks`).
 """
 
 from __future__ import annotations
@@ -17,6 +20,7 @@ from flowsolve.base_solvers import BaseSolver, Euler, Midpoint
 from flowsolve.transforms import ScaleOnly, ScaleTime, TimeOnly, Transform
 
 from .check import Check
+from .family_checks import multistep_checks, nonstationary_checks
 from .contract_checks import base_sampler, contract_checks, gradient_check, parametric_sampler
 from .lipschitz_checks import lipschitz_checks
 from .order_checks import order_checks
@@ -35,6 +39,8 @@ def plan(subject: Subject, effort: Effort = DEFAULT, device="cpu") -> list[Check
     """The checks for ``subject``, in report order."""
     device = torch.device(device)
     checks: list[Check] = []
+    if subject.family is not None:
+        return nonstationary_checks(subject.family, effort, device)
     if subject.base is not None:
         checks += base_solver_checks(subject.base, effort, device)
     if subject.transform is not None:
@@ -53,7 +59,8 @@ def plan(subject: Subject, effort: Effort = DEFAULT, device="cpu") -> list[Check
 
 
 def base_solver_checks(base: BaseSolver, effort: Effort, device) -> list[Check]:
-    return [*tableau_checks(base), *order_checks(base, effort, device),
+    algebra = multistep_checks(base) if getattr(base, "is_multistep", False) else tableau_checks(base)
+    return [*algebra, *order_checks(base, effort, device),
             *contract_checks(base_sampler(base), effort, device)]
 
 

@@ -13,7 +13,8 @@ from flowsolve.tableau import ButcherTableau
 from flowsolve.transforms import Transform
 
 ACCEPTED = ("a flowsolve.BaseSolver instance or class, a flowsolve.ButcherTableau, a flowsolve.Transform "
-            "instance or class, or a flowsolve.SolverFamily (from flowsolve.compose)")
+            "instance or class, a flowsolve.SolverFamily (from flowsolve.compose), or a registered solver family "
+            "such as flowsolve.NonStationary()")
 
 
 @attrs.frozen
@@ -31,15 +32,19 @@ class Subject:
     origin: str
     base: BaseSolver | None = None
     transform: Transform | None = None
+    family: object | None = None  # a registered family other than transform x base (e.g. non-stationary)
 
     @property
     def kind(self) -> str:
+        if self.family is not None:
+            return "solver family"
         if self.base is not None and self.transform is not None:
             return "solver family"
         return "base solver" if self.base is not None else "transform"
 
     def describe(self) -> str:
-        parts = [self.transform and f"transform {self.transform!r}", self.base and f"base {self.base!r}"]
+        parts = [self.transform and f"transform {self.transform!r}", self.base and f"base {self.base!r}",
+                 self.family is not None and f"family {self.family!r}"]
         return f"{self.kind} {self.spec!r} ({self.origin}): " + ", ".join(p for p in parts if p)
 
 
@@ -62,6 +67,9 @@ def resolve(spec: str) -> Subject:
             obj = getattr(obj, part)
         return from_object(obj, spec, origin=f"imported from {module_name}")
     bases, transforms = _registry.registry().base_solvers(), _registry.registry().transforms()
+    families = _registry.registry().solver_families()
+    if spec in families:
+        return from_object(families[spec](), spec, origin="registered solver family")
     if spec in bases and spec in transforms:
         raise _registry.UnknownNameError(
             f"{spec!r} names both a base solver and a transform; name the one you mean as module:object"
@@ -74,7 +82,7 @@ def resolve(spec: str) -> Subject:
     hint = f"; plugins that failed to load: {failed}" if failed else ""
     raise _registry.UnknownNameError(
         f"unknown solver {spec!r}; registered base solvers: {sorted(bases)}; registered transforms: "
-        f"{sorted(transforms)}; or name an object as module:object ({ACCEPTED}){hint}"
+        f"{sorted(transforms)}; registered solver families: {sorted(families)}; or name an object as module:object ({ACCEPTED}){hint}"
     )
 
 
@@ -90,4 +98,6 @@ def from_object(obj, spec: str, origin: str = "given object") -> Subject:
         return Subject(spec, origin, transform=obj)
     if isinstance(obj, SolverFamily):
         return Subject(spec, origin, base=obj.base, transform=obj.transform)
+    if hasattr(obj, "at") and hasattr(obj, "base") and hasattr(obj, "label"):  # e.g. flowsolve.NonStationary()
+        return Subject(spec, origin, base=obj.base, family=obj)
     raise TypeError(f"{spec!r} is a {type(obj).__name__} ({obj!r}); the conformance suite takes {ACCEPTED}")

@@ -58,6 +58,37 @@ def test_torchdiffeq_plugin_solver_passes_the_suite(method, capsys):
         flowsolve.registry.reset()
 
 
+@pytest.mark.parametrize("name", ["ab2", "ab3"])
+def test_multistep_bases_pass_with_their_own_algebra_and_no_one_step_constant(name):
+    results = outcomes(resolve(name))
+    assert results[f"multistep[{name}]"].status is Status.PASS
+    assert not any(check.startswith("tableau[") for check in results)
+    assert results[f"lipschitz[scale-time+{name}]"].status is Status.SKIP
+    failed = {k: v.figure for k, v in results.items() if v.status is Status.FAIL}
+    assert not failed and results[f"rmse-bound[scale-time+{name}]"].status is Status.PASS
+
+
+def test_a_non_stationary_family_reports_order_consistency_as_not_declared():
+    results = outcomes(resolve("non-stationary"))
+    (consistency,) = [v for k, v in results.items() if k.startswith("order-consistency[")]
+    assert consistency.status is Status.SKIP and "not declared" in consistency.figure
+    assert {k.split("[")[0] for k, v in results.items() if v.status is Status.PASS} == {
+        "start", "shape-dtype-device", "field-calls", "determinism", "gradients"}
+
+
+def test_a_non_stationary_start_that_is_not_its_base_fails():
+    class Shifted(flowsolve.NonStationary):
+        def at(self, nfe):
+            solver = super().at(nfe)
+            with torch.no_grad():
+                solver.params["times"].add_(0.01)
+            return solver
+
+    results = outcomes(from_object(Shifted(), "shifted"), only="start[")
+    (outcome,) = results.values()
+    assert outcome.status is Status.FAIL and "differs from midpoint" in outcome.figure
+
+
 # -- the fixtures fail, with the right diagnosis ---------------------------------------------------
 def test_midpoint_with_wrong_c_fails_on_structure_and_on_time_dependent_problems():
     found = outcomes(resolve(f"{FIXTURES}:wrong_c_midpoint"))
