@@ -264,7 +264,7 @@ class NonStationary:
 
     @property
     def label(self) -> str:
-        return f"{FAMILY_NAME} (from {self.base.name})"
+        return FAMILY_NAME if self.base == Midpoint() else f"{FAMILY_NAME} {self.base.name}"
 
     def fit(self, model, nfe: int, **options) -> NonStationarySolver:
         """Fit at ``nfe`` to ``model`` like :meth:`SolverFamily.fit`; the loss defaults to

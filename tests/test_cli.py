@@ -59,3 +59,19 @@ def test_fits_of_different_settings_do_not_share_a_checkpoint(tmp_path, capsys):
     for nfe in ("4", "6"):
         assert main(["fit", "gmm-fm-ot", "--nfe", nfe, "--iterations", "5", "--quiet", "-o", str(tmp_path / "s.pt")]) == 0
     assert len(list((tmp_path / "cache" / "checkpoints").glob("*.ckpt"))) == 2
+
+
+def test_fit_a_non_stationary_solver_from_dpm_solver_and_evaluate_it(tmp_path, capsys):
+    solver_file = tmp_path / "ns.pt"
+    assert main(["fit", "gmm-vp", "--nfe", "4", "--family", "non-stationary", "--init", "dpm-solver++(2m)",
+                 "--iterations", "20", "--lr", "0.01", "--quiet", "-o", str(solver_file)]) == 0
+    assert "fitted non-stationary at NFE 4" in capsys.readouterr().out
+    solver = flowsolve.load(solver_file)
+    assert isinstance(solver, flowsolve.NonStationarySolver)
+    assert solver.metadata["fit"]["init"] == "dpm-solver++(2m)" and solver.metadata["fit"]["loss"]["name"] == "rmse"
+    assert main(["eval", "gmm-vp", str(solver_file), "--nfe", "4", "--test", "64", "--quiet",
+                 "--out", str(tmp_path / "report")]) == 0
+    out = capsys.readouterr().out
+    assert "bespoke non-stationary (ns.pt)" in out and "dpm-solver++(2m) best grid" in out
+    assert main(["fit", "gmm-vp", "--nfe", "4", "--family", "non-stationary", "--loss", "rmse-bound", "--quiet"]) == 1
+    assert "has no per-step map" in capsys.readouterr().err
