@@ -62,8 +62,8 @@ def save_solver(solver, path) -> None:
     )
     payload = {
         "format": FORMAT_NAME,
-        # Transform x base files stay readable by flowsolve versions that only know format 1.
-        "format_version": 2 if "family" in description else 1,
+        # Files that format 1 can describe stay readable by flowsolve versions that only know it.
+        "format_version": 2 if "family" in description or "multistep" in description.get("base", {}) else 1,
         "header": header,
         "tensors": tensors,
         "checksum": _checksum(header, tensors),

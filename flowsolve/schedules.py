@@ -3,6 +3,12 @@
 They start a bespoke solver from the grids training-free solvers use (Theorem 2.3 makes every
 such grid a transform of the family): ``fit(..., init="log-snr")``. Each schedule is
 normalised so that ``t_0 = 0`` and ``t_1 = 1`` exactly; the scale stays ``s = 1``.
+
+``init="log-snr+ddim"`` adds the scale of the exponential integrators: with
+``s_t = (alpha_0 + sigma_0) / (alpha_t + sigma_t)`` the scaled path ``s x_t`` is (up to a
+constant) an FM-OT path in ``tau = alpha / (alpha + sigma)``, whose Euler step is exactly DDIM;
+on an Euler base the node derivatives are set to the secants of ``tau`` so that the start *is*
+DDIM on the schedule's grid.
 """
 
 from __future__ import annotations
@@ -52,11 +58,67 @@ def cosine(scheduler: Scheduler):
     return _pinned(lambda r: scheduler.log_snr_inverse(path.log_snr(r.clamp(1e-12, 1 - 1e-12))))
 
 
-SCHEDULES = {"log-snr": log_snr, "edm": edm, "cosine": cosine}
+def uniform(scheduler: Scheduler):
+    """Uniform in the model's own time (DDIM's default grid)."""
+    return lambda r: r
+
+
+SCHEDULES = {"log-snr": log_snr, "edm": edm, "cosine": cosine, "uniform": uniform}
+
+
+def ddim_scale(scheduler: Scheduler) -> Callable[[torch.Tensor], torch.Tensor]:
+    """``t -> (alpha_0 + sigma_0) / (alpha_t + sigma_t)``: ``s_0 = 1`` and finite at both ends."""
+    start = torch.tensor(0.0, dtype=torch.float64)
+    total = float(scheduler.alpha(start) + scheduler.sigma(start))
+    return lambda t: total / (scheduler.alpha(t) + scheduler.sigma(t))
+
+
+def ddim_euler_derivatives(scheduler: Scheduler, t: torch.Tensor, h: float) -> tuple[torch.Tensor, torch.Tensor]:
+    """``(dt, ds)`` at the step points ``t`` (``n + 1`` of them) that make a scale-time Euler step
+    exactly DDIM: ``ubar_i = (tau_{i+1} - tau_i) / h * (x1_hat - eps_hat)``; the last entry is unused."""
+    alpha, sigma = scheduler.alpha(t), scheduler.sigma(t)
+    d_alpha, d_sigma = scheduler.d_alpha(t[:-1]), scheduler.d_sigma(t[:-1])
+    tau = alpha / (alpha + sigma)
+    total = alpha[:-1] + sigma[:-1]
+    d_tau = (d_alpha * sigma[:-1] - alpha[:-1] * d_sigma) / total**2
+    d_scale = -float(alpha[0] + sigma[0]) * (d_alpha + d_sigma) / total**2
+    dt = tau.diff() / h / d_tau
+    ds = d_scale * dt
+    return torch.cat([dt, dt[-1:]]), torch.cat([ds, ds[-1:]])
 
 
 def schedule_time(name: str, scheduler: Scheduler):
     """The transform ``r -> t_r`` of schedule ``name`` for ``scheduler``."""
     if name not in SCHEDULES:
-        raise ValueError(f"unknown schedule {name!r}; choose one of {sorted(SCHEDULES)} or pass a fitted solver")
+        raise ValueError(f"unknown schedule {name!r}; choose one of {sorted(SCHEDULES)} (each optionally with "
+                         "'+ddim', e.g. 'log-snr+ddim') or pass a fitted solver")
     return SCHEDULES[name](scheduler)
+
+
+def start_from_schedule(solver, spec: str, model) -> None:
+    """Set ``solver`` (a :class:`~flowsolve.ParametricSolver`) to schedule ``spec`` of ``model``'s
+    scheduler: ``"log-snr"`` etc. (time only), or ``"log-snr+ddim"`` (time and DDIM's scale)."""
+    from .transforms import NodeValues
+
+    scheduler = getattr(model, "scheduler", None)
+    if not isinstance(scheduler, Scheduler):
+        raise ValueError(f"init={spec!r} needs a Gaussian-path model carrying a flowsolve scheduler (.scheduler)")
+    name, plus, scaling = spec.partition("+")
+    if plus and scaling != "ddim":
+        raise ValueError(f"init={spec!r}: the only scaling is '+ddim' (e.g. 'log-snr+ddim')")
+    learns = {"time": getattr(solver.transform, "learns_time", False),
+              "scale": getattr(solver.transform, "learns_scale", False)}
+    missing = [what for what, needed in (("time", name != "uniform"), ("scale", bool(plus))) if needed and not learns[what]]
+    if missing:
+        raise ValueError(f"init={spec!r} sets the {' and '.join(missing)}; {solver.transform!r} does not learn it")
+    time = schedule_time(name, scheduler)
+    if not plus:
+        solver.set_transform(time, torch.ones_like)
+        return
+    scale_of_t = ddim_scale(scheduler)
+    solver.set_transform(time, lambda r: scale_of_t(time(r)))
+    euler_like = solver.base.tableau.c == (0,) and not getattr(solver.base, "is_multistep", False)
+    if euler_like and learns["time"]:  # secant derivatives: the start is exactly DDIM
+        _, t, _, s, _ = solver.nodes()
+        dt, ds = ddim_euler_derivatives(scheduler, t, solver.step_size)
+        solver.set_node_values(NodeValues(t, dt, s, ds))

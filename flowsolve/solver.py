@@ -52,6 +52,9 @@ class ParametricSolver(nn.Module):
         >>> x1 = solver.sample(lambda t, x: -x, torch.randn(16, 3))  # (16, 3), 8 evaluations
     """
 
+    has_local_steps = True  # step(i, x) and step_lipschitz exist: local-error losses apply
+    history = 0  # previous states a step needs besides its own (multistep bases: order - 1)
+
     def __init__(self, transform: Transform, base: BaseSolver, n_steps: int):
         super().__init__()
         self.transform = transform
@@ -61,8 +64,6 @@ class ParametricSolver(nn.Module):
             {k: nn.Parameter(v) for k, v in transform.init_parameters(self.grid).items()}
         )
         self.metadata: dict = {}
-
-    has_local_steps = True  # step(i, x) and step_lipschitz exist: local-error losses apply
 
     # -- sizes -------------------------------------------------------------------------------
     @property
@@ -76,8 +77,6 @@ class ParametricSolver(nn.Module):
     @property
     def nfe(self) -> int:
         return self.base.evaluations(self.n_steps)
-
-    history = 0  # previous states a step needs besides its own (multistep bases: order - 1)
 
     @property
     def num_params(self) -> int:
@@ -131,7 +130,8 @@ class ParametricSolver(nn.Module):
 
     def initialise(self, init, model=None) -> None:
         """Start from a fitted solver of this family (any NFE, see :meth:`initialise_from`) or from
-        a named time schedule of ``model``'s scheduler (``"log-snr"``, ``"edm"``, ``"cosine"``)."""
+        a named time schedule of ``model``'s scheduler (``"log-snr"``, ``"edm"``, ``"cosine"``,
+        ``"uniform"``), optionally with DDIM's scale (``"log-snr+ddim"``, see :mod:`flowsolve.schedules`)."""
         if isinstance(init, ParametricSolver):
             self.initialise_from(init)
             return
@@ -139,15 +139,9 @@ class ParametricSolver(nn.Module):
             raise TypeError(
                 f"init must be a schedule name or a fitted ParametricSolver (e.g. flowsolve.load(path)), got {type(init).__name__}"
             )
-        from .schedulers import Scheduler
-        from .schedules import schedule_time
+        from .schedules import start_from_schedule
 
-        scheduler = getattr(model, "scheduler", None)
-        if not isinstance(scheduler, Scheduler):
-            raise ValueError(f"init={init!r} needs a Gaussian-path model carrying a flowsolve scheduler (.scheduler)")
-        if not getattr(self.transform, "learns_time", False):
-            raise ValueError(f"init={init!r} sets the time grid; {self.transform!r} does not learn time")
-        self.set_transform(schedule_time(init, scheduler), torch.ones_like)
+        start_from_schedule(self, init, model)
 
     def set_transform(self, time, scale) -> None:
         """Discretise a continuous transform on this solver's grid.

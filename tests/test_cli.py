@@ -75,3 +75,11 @@ def test_fit_a_non_stationary_solver_from_dpm_solver_and_evaluate_it(tmp_path, c
     assert "bespoke non-stationary (ns.pt)" in out and "dpm-solver++(2m) best grid" in out
     assert main(["fit", "gmm-vp", "--nfe", "4", "--family", "non-stationary", "--loss", "rmse-bound", "--quiet"]) == 1
     assert "has no per-step map" in capsys.readouterr().err
+
+
+def test_fit_starts_from_a_solver_file_or_a_schedule(tmp_path, capsys):
+    first, second = tmp_path / "a.pt", tmp_path / "b.pt"
+    assert main(["fit", "gmm-vp", "--nfe", "4", "--init", "log-snr+ddim", "--iterations", "5", "--quiet", "-o", str(first)]) == 0
+    assert flowsolve.load(first).metadata["fit"]["init"] == "log-snr+ddim"
+    assert main(["fit", "gmm-vp", "--nfe", "6", "--init", str(first), "--iterations", "5", "--quiet", "-o", str(second)]) == 0
+    assert flowsolve.load(second).metadata["fit"]["init"].startswith("nfe4-")

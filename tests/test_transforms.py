@@ -6,6 +6,7 @@ import torch
 from hypothesis import given
 
 import flowsolve
+from flowsolve import schedulers
 
 from .test_solver import BASES, TRANSFORMS
 
@@ -63,3 +64,31 @@ def test_set_node_values_rejects_what_the_transform_cannot_express():
     scaled.s[0] = 1.0
     with pytest.raises(ValueError, match="fixes s = 1"):
         solver.set_node_values(scaled)
+
+
+@pytest.mark.parametrize("scheduler", [schedulers.VP(), schedulers.Cosine(), schedulers.FMOT()], ids=lambda s: s.name)
+def test_ddim_scaling_makes_scale_time_euler_exactly_ddim(scheduler):
+    from flowsolve.baselines import DDIM, predictions
+
+    flow = flowsolve.GaussianMixtureFlow.random(3, 2, seed=4, scheduler=scheduler)
+    x0 = torch.randn(6, 3, dtype=torch.float64, generator=torch.Generator().manual_seed(1))
+    uniform = flowsolve.compose(flowsolve.ScaleTime(), flowsolve.Euler()).at(nfe=6)
+    uniform.initialise("uniform+ddim", flow)
+    torch.testing.assert_close(uniform.sample(flow, x0), DDIM().sample(flow, x0, 6)[0], rtol=1e-10, atol=1e-10)
+    # On the log-SNR grid: DDIM steps between that grid's times, written out.
+    solver = flowsolve.compose(flowsolve.ScaleTime(), flowsolve.Euler()).at(nfe=6)
+    solver.initialise("log-snr+ddim", flow)
+    times, x = solver.nodes().t, x0
+    for start, end in zip(times[:-1], times[1:]):
+        data, noise = predictions(flow, scheduler, start, x)
+        x = scheduler.alpha(end) * data + scheduler.sigma(end) * noise
+    torch.testing.assert_close(solver.sample(flow, x0), x, rtol=1e-10, atol=1e-10)
+    assert float(solver.nodes().s[0]) == 1.0
+
+
+def test_ddim_scaling_needs_a_transform_that_learns_scale():
+    flow = flowsolve.GaussianMixtureFlow.random(3, 2, seed=4, scheduler=schedulers.VP())
+    with pytest.raises(ValueError, match="sets the scale; TimeOnly"):
+        flowsolve.compose(flowsolve.TimeOnly(), flowsolve.Midpoint()).at(nfe=4).initialise("log-snr+ddim", flow)
+    with pytest.raises(ValueError, match="only scaling is '\\+ddim'"):
+        flowsolve.compose(flowsolve.ScaleTime(), flowsolve.Midpoint()).at(nfe=4).initialise("log-snr+dpm", flow)
