@@ -24,13 +24,13 @@ import torch.utils.checkpoint
 from torch import nn
 
 from .base_solvers import BaseSolver, Midpoint
-from .solver import ParametricSolver, Trajectory, _check_state
-from .velocity import VelocityField, call_field
+from .solver import ParametricSolver, SolverModule, Trajectory
+from .velocity import call_field
 
 FAMILY_NAME = "non-stationary"
 
 
-class NonStationarySolver(nn.Module):
+class NonStationarySolver(SolverModule):
     """A solver with its own time and combination weights for each of its ``nfe`` evaluations.
 
     Parameters (float64): ``times`` ``(m,)``, clamped to ``[0, 1]`` where the field is called,
@@ -112,31 +112,19 @@ class NonStationarySolver(nn.Module):
         self.set_coefficients(*trace(init, self.nfe, model))
 
     # -- sampling ----------------------------------------------------------------------------
-    def sample(
-        self,
-        u: VelocityField,
-        x0: torch.Tensor,
-        *,
-        return_intermediates: bool = False,
-        check_finite: bool = True,
-        differentiable: bool = False,
-        checkpoint_steps: bool = False,
-    ) -> torch.Tensor | Trajectory:
-        """Run the ``m`` evaluations from noise ``x0``; same options as :meth:`ParametricSolver.sample`
-        (``checkpoint_steps`` recomputes each field call's activations in the backward pass).
-        Intermediates are the evaluation states ``z_k`` at ``t_k``, then the output at ``t = 1``."""
-        _check_state(x0)
-        with torch.set_grad_enabled(differentiable and torch.is_grad_enabled()):
-            times, weights = (v.to(device=x0.device, dtype=x0.dtype) for v in self.coefficients())
-            times = times.clamp(0.0, 1.0)
-            basis, states, z = [x0], [x0], x0
-            for k in range(self.nfe):
-                velocity = self._evaluate(u, times[k], z, k, check_finite, checkpoint_steps and torch.is_grad_enabled())
-                basis.append(velocity)
-                z = weights[k, 0] * x0
-                for j in range(1, k + 2):
-                    z = z + weights[k, j] * basis[j]
-                states.append(z)
+    def _sample(self, u, x0, return_intermediates, check_finite, checkpoint_steps):
+        """The ``m`` evaluations; intermediates are the evaluation states ``z_k`` at ``t_k``, then
+        the output at ``t = 1``; ``checkpoint_steps`` recomputes each field call in the backward pass."""
+        times, weights = (v.to(device=x0.device, dtype=x0.dtype) for v in self.coefficients())
+        times = times.clamp(0.0, 1.0)
+        basis, states, z = [x0], [x0], x0
+        for k in range(self.nfe):
+            velocity = self._evaluate(u, times[k], z, k, check_finite, checkpoint_steps and torch.is_grad_enabled())
+            basis.append(velocity)
+            z = weights[k, 0] * x0
+            for j in range(1, k + 2):
+                z = z + weights[k, j] * basis[j]
+            states.append(z)
         if not return_intermediates:
             return z
         stamps = torch.cat([times, times.new_ones(1)])

@@ -32,7 +32,42 @@ class Trajectory(NamedTuple):
     x: torch.Tensor
 
 
-class ParametricSolver(nn.Module):
+class SolverModule(nn.Module):
+    """What every solver family shares: :meth:`sample` around the family's own ``_sample``."""
+
+    def sample(
+        self,
+        u: VelocityField,
+        x0: torch.Tensor,
+        *,
+        return_intermediates: bool = False,
+        check_finite: bool = True,
+        differentiable: bool = False,
+        checkpoint_steps: bool = False,
+    ) -> torch.Tensor | Trajectory:
+        """Integrate from noise ``x0`` at ``t = 0`` to ``t = 1`` with exactly ``nfe`` evaluations of ``u``.
+
+        Args:
+            u: velocity field ``u(t, x)``, called with 0-dim ``t``.
+            x0: ``(batch, ...)`` noise at ``t = 0``; sets device and dtype.
+            return_intermediates: also return the states at every step end point (for a
+                non-stationary solver: at every evaluation).
+            check_finite: stop with an error naming the step if ``u`` returns inf/NaN.
+            differentiable: keep the autograd graph (for training through the rollout);
+                by default sampling runs under ``torch.no_grad()`` and stores no activations.
+            checkpoint_steps: with ``differentiable``, recompute each step's activations in the
+                backward pass instead of storing them (memory of one step, ~2x compute).
+
+        Returns:
+            ``x_n`` shaped like ``x0``, or a :class:`Trajectory` with ``x[-1] = x_n``.
+        """
+        _check_state(x0)
+        with torch.set_grad_enabled(differentiable and torch.is_grad_enabled()):
+            return self._sample(u, x0, return_intermediates, check_finite, checkpoint_steps and differentiable)
+
+
+
+class ParametricSolver(SolverModule):
     """A bespoke solver: ``n`` base-solver steps on the transformed field (eq. 16)
 
         ubar_r(x) = (ds_r / s_r) x + dt_r s_r u(t_r, x / s_r).
@@ -181,36 +216,8 @@ class ParametricSolver(nn.Module):
         return stage
 
     # -- sampling ----------------------------------------------------------------------------
-    def sample(
-        self,
-        u: VelocityField,
-        x0: torch.Tensor,
-        *,
-        return_intermediates: bool = False,
-        check_finite: bool = True,
-        differentiable: bool = False,
-        checkpoint_steps: bool = False,
-    ) -> torch.Tensor | Trajectory:
-        """Algorithm 4: all steps in ``r``-space, one division by ``s_n`` at the end.
-
-        Args:
-            u: velocity field ``u(t, x)``, called with 0-dim ``t``.
-            x0: ``(batch, ...)`` noise at ``t = 0``; sets device and dtype.
-            return_intermediates: also return the states at every step end point.
-            check_finite: stop with an error naming the step if ``u`` returns inf/NaN.
-            differentiable: keep the autograd graph (for training through the rollout);
-                by default sampling runs under ``torch.no_grad()`` and stores no activations.
-            checkpoint_steps: with ``differentiable``, recompute each step's activations in the
-                backward pass instead of storing them (memory of one step, ~2x compute).
-
-        Returns:
-            ``x_n`` shaped like ``x0``, or a :class:`Trajectory` with ``x[-1] = x_n``.
-        """
-        _check_state(x0)
-        with torch.set_grad_enabled(differentiable and torch.is_grad_enabled()):
-            return self._sample(u, x0, return_intermediates, check_finite, checkpoint_steps and differentiable)
-
     def _sample(self, u, x0, return_intermediates, check_finite, checkpoint_steps):
+        """Algorithm 4: all steps in ``r``-space, one division by ``s_n`` at the end."""
         coefficients = self._coefficients(x0)
         stage_index = self.grid.stage_index.tolist()
         start_index = self.grid.start_index.tolist()
