@@ -70,14 +70,16 @@ def _family(args):
     from .registry import base_solver, lookup
 
     if args.family is not None:
+        if args.transform is not None:
+            raise ValueError(f"--transform belongs to transform x base families; the {args.family} family has none")
         return lookup("solver family", args.family)(base=base_solver(args.base))
-    return compose(lookup("transform", args.transform)(), base_solver(args.base))
+    return compose(lookup("transform", args.transform or "scale-time")(), base_solver(args.base))
 
 
-def _loss(name: str | None):
+def _loss(name: str):
     from .registry import lookup
 
-    return None if name is None else lookup("loss", name)()
+    return lookup("loss", name)()
 
 
 def _init(spec: str | None):
@@ -97,14 +99,15 @@ def _fit(args) -> int:
     store = _store_for(model, 0)
     # One checkpoint per model and settings: rerunning an interrupted command resumes it.
     family = _family(args)
+    loss_name = args.loss or ("rmse-bound" if family.at(args.nfe).has_local_steps else "rmse")  # fit's default
     init = _init(args.init)
     init_label = "" if args.init is None else "-init-" + Path(args.init).name.replace("/", "_")
-    run = (f"{store.key['model']}-{family.label.replace(' ', '-')}-{args.loss}-nfe{args.nfe}-{args.iterations}-{args.lr}-"
+    run = (f"{store.key['model']}-{family.label.replace(' ', '-')}-{loss_name}-nfe{args.nfe}-{args.iterations}-{args.lr}-"
            f"{args.batch_size}{init_label}")
     checkpoint = args.checkpoint or cache_directory() / "checkpoints" / f"{run}.ckpt"
     started = time.perf_counter()
     solver = family.fit(
-        model, nfe=args.nfe, loss=_loss(args.loss), iterations=args.iterations, lr=args.lr,
+        model, nfe=args.nfe, loss=_loss(loss_name), iterations=args.iterations, lr=args.lr,
         batch_size=args.batch_size, store=store, progress=not args.quiet, checkpoint=checkpoint, init=init,
     )
     from .distributed import current
@@ -241,11 +244,12 @@ def build_parser() -> argparse.ArgumentParser:
     model_arguments(fit)
     fit.add_argument("--nfe", type=int, required=True, help="evaluation budget of the solver")
     fit.add_argument("--base", default="midpoint", help="base solver name (default midpoint)")
-    fit.add_argument("--transform", default="scale-time", help="transform name (default scale-time)")
+    fit.add_argument("--transform", help="transform name (default scale-time)")
     fit.add_argument("--family", help="a registered solver family instead of transform x base (e.g. non-stationary)")
     fit.add_argument("--loss", help="loss name (default: rmse-bound, or rmse for families without local steps)")
-    fit.add_argument("--init", help="start from: a solver file, a schedule (log-snr, edm, cosine) or, for "
-                                    "non-stationary, a baseline / base-solver name (e.g. dpm-solver++(2m))")
+    fit.add_argument("--init", help="start from: a solver file, a schedule (log-snr, edm, cosine, uniform; "
+                                    "+ddim adds DDIM's scale, e.g. log-snr+ddim) or, for non-stationary, a "
+                                    "baseline / base-solver name (e.g. dpm-solver++(2m))")
     fit.add_argument("--iterations", type=int, default=1000)
     fit.add_argument("--batch-size", type=int, default=32)
     fit.add_argument("--lr", type=float, default=2e-3)

@@ -45,7 +45,7 @@ class SolverFamily:
         return f"{self.transform.name} {self.base.name}"
 
     def at(self, nfe: int) -> ParametricSolver:
-        """The identity-initialised solver spending ``nfe`` evaluations (a multiple of ``base.stages``)."""
+        """The identity-initialised solver spending ``nfe`` evaluations (whole steps of the base)."""
         return self.base.parametric_solver(self.transform, self.base.n_steps(nfe))
 
     def fit(self, model, nfe: int, **options) -> ParametricSolver:
@@ -74,8 +74,9 @@ class SolverFamily:
                 resumes from it.
             init: where to start (default: the identity, i.e. the base solver on a uniform
                 grid): a fitted solver of this family at this or another NFE, or the name of a
-                time schedule of the model's scheduler: ``"log-snr"``, ``"edm"``, ``"cosine"``
-                (see :mod:`flowsolve.schedules`).
+                time schedule of the model's scheduler: ``"log-snr"``, ``"edm"``, ``"cosine"``,
+                ``"uniform"``, optionally with DDIM's scale: ``"log-snr+ddim"`` (see
+                :mod:`flowsolve.schedules`).
             progress: draw progress bars (default: when stderr is a terminal).
 
         Returns:

@@ -83,3 +83,8 @@ def test_fit_starts_from_a_solver_file_or_a_schedule(tmp_path, capsys):
     assert flowsolve.load(first).metadata["fit"]["init"] == "log-snr+ddim"
     assert main(["fit", "gmm-vp", "--nfe", "6", "--init", str(first), "--iterations", "5", "--quiet", "-o", str(second)]) == 0
     assert flowsolve.load(second).metadata["fit"]["init"].startswith("nfe4-")
+
+
+def test_a_transform_with_a_non_stationary_family_is_refused(capsys):
+    assert main(["fit", "gmm-vp", "--nfe", "4", "--family", "non-stationary", "--transform", "time-only", "--quiet"]) == 1
+    assert "--transform belongs to transform x base families" in capsys.readouterr().err
