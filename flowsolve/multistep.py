@@ -17,6 +17,7 @@ from __future__ import annotations
 from fractions import Fraction as F
 
 import torch
+import torch.utils.checkpoint
 
 from .base_solvers import BaseSolver
 from .solver import ParametricSolver, _per_sample
@@ -125,14 +126,20 @@ class MultistepSolver(ParametricSolver):
 
     def _sample(self, u, x0, return_intermediates, check_finite, checkpoint_steps):
         coefficients = self._coefficients(x0)
-        beta, heun = (v.to(device=x0.device, dtype=x0.dtype) for v in self.base.step_coefficients(self.n_steps))
+        beta, heun = (v.tolist() for v in self.base.step_coefficients(self.n_steps))  # constants: no device syncs
+
+        def slope(node, y, step):
+            if checkpoint_steps and torch.is_grad_enabled():  # recompute the field's activations in backward
+                return torch.utils.checkpoint.checkpoint(
+                    self._slope, u, coefficients, node, y, step, check_finite, use_reentrant=False)
+            return self._slope(u, coefficients, node, y, step, check_finite)
+
         h, xbar, slopes, states = self.step_size, x0, [], [x0]
         for i in range(self.n_steps):
-            slopes.append(self._slope(u, coefficients, i, xbar, i, check_finite))
-            increment = sum(beta[i, j] * slopes[i - j] for j in range(min(i + 1, beta.shape[1])) if beta[i, j] != 0)
-            if heun[i] != 0:
-                predicted = self._slope(u, coefficients, i + 1, xbar + h * slopes[i], i, check_finite)
-                increment = increment + heun[i] * predicted
+            slopes.append(slope(i, xbar, i))
+            increment = sum(b * slopes[i - j] for j, b in enumerate(beta[i]) if b != 0.0)
+            if heun[i] != 0.0:
+                increment = increment + heun[i] * slope(i + 1, xbar + h * slopes[i], i)
             xbar = xbar + h * increment
             if return_intermediates:
                 states.append(xbar / coefficients[i + 1, 4])
