@@ -3,7 +3,8 @@
     OMP_NUM_THREADS=1 python benchmarks/sampling_overhead.py [--batch 256] [--nfe 10]
 
 Times (median of repeats, one thread) on the bundled digits-fm-ot network: the NFE network
-calls alone, plain Midpoint, and the fitted-form ScaleTime x Midpoint solver, same noise.
+calls alone, plain Midpoint, and fitted-form ScaleTime x Midpoint, ScaleTime x AB2 and
+non-stationary solvers, same noise.
 """
 
 from __future__ import annotations
@@ -38,9 +39,11 @@ def main() -> None:
     u = model("digits-fm-ot")
     x0 = torch.randn(args.batch, 64, generator=torch.Generator().manual_seed(0))
     solver = flowsolve.compose(flowsolve.ScaleTime(), flowsolve.Midpoint()).at(nfe=args.nfe)
+    multistep = flowsolve.compose(flowsolve.ScaleTime(), flowsolve.AdamsBashforth(2)).at(nfe=args.nfe)
+    non_stationary = flowsolve.NonStationary().at(nfe=args.nfe)
     with torch.no_grad():
-        for p in solver.params.values():  # a non-identity transform, as after fitting
-            p.add_(0.1 * torch.randn_like(p))
+        for p in [*solver.parameters(), *multistep.parameters(), *non_stationary.parameters()]:
+            p.add_(0.01 * torch.randn_like(p))  # non-identity coefficients, as after fitting
     times = torch.linspace(0, 1, args.nfe)
 
     def network_only():
@@ -52,6 +55,8 @@ def main() -> None:
         f"{args.nfe} network calls alone": median_seconds(network_only, args.repeats),
         f"Midpoint, {args.nfe} NFE": median_seconds(lambda: flowsolve.Midpoint().sample(u, x0, args.nfe), args.repeats),
         f"bespoke ScaleTime x Midpoint, {args.nfe} NFE": median_seconds(lambda: solver.sample(u, x0), args.repeats),
+        f"bespoke ScaleTime x AB2, {args.nfe} NFE": median_seconds(lambda: multistep.sample(u, x0), args.repeats),
+        f"non-stationary, {args.nfe} NFE": median_seconds(lambda: non_stationary.sample(u, x0), args.repeats),
     }
     base = next(iter(rows.values()))
     print(f"| batch {args.batch} | ms | ratio to network calls |\n|---|---|---|")
