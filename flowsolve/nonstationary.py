@@ -48,6 +48,8 @@ class NonStationarySolver(SolverModule):
         >>> x1 = solver.sample(lambda t, x: -x, torch.randn(4, 3))
     """
 
+    has_local_steps = False  # no per-step map: RMSE-Bound / LTE do not apply
+
     def __init__(self, nfe: int):
         super().__init__()
         if isinstance(nfe, bool) or not isinstance(nfe, int) or nfe < 1:
@@ -60,9 +62,6 @@ class NonStationarySolver(SolverModule):
         })
         self.register_buffer("mask", torch.ones(m, m + 1, dtype=torch.float64).tril(1), persistent=False)
         self.metadata: dict = {}
-
-    family_name = FAMILY_NAME
-    has_local_steps = False  # no per-step map: RMSE-Bound / LTE do not apply
 
     @property
     def nfe(self) -> int:
