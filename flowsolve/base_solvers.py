@@ -60,6 +60,12 @@ class BaseSolver:
         """What a solver file stores to rebuild this base (see :mod:`flowsolve.persistence`)."""
         return self.tableau.to_dict()
 
+    def node_grid(self, n_steps: int):
+        """The ``r``-nodes where a parametric solver of ``n_steps`` steps evaluates the field."""
+        from .grid import NodeGrid
+
+        return NodeGrid.build(self.tableau, n_steps)
+
     def parametric_solver(self, transform, n_steps: int):
         """The :class:`~flowsolve.ParametricSolver` of ``transform`` x this base with ``n_steps`` steps."""
         from .solver import ParametricSolver

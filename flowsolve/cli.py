@@ -91,6 +91,16 @@ def _init(spec: str | None):
     return load(spec)
 
 
+def _init_key(spec: str) -> str:
+    """A file-name-safe key of ``--init``: the name, or a solver file's content hash."""
+    import hashlib
+
+    path = Path(spec)
+    if path.exists():
+        return "file-" + hashlib.sha256(path.read_bytes()).hexdigest()[:16]
+    return "".join(c if c.isalnum() or c in "+-." else "_" for c in spec)
+
+
 def _fit(args) -> int:
     import torch
 
@@ -99,9 +109,9 @@ def _fit(args) -> int:
     store = _store_for(model, 0)
     # One checkpoint per model and settings: rerunning an interrupted command resumes it.
     family = _family(args)
-    loss_name = args.loss or ("rmse-bound" if family.at(args.nfe).has_local_steps else "rmse")  # fit's default
+    loss_name = args.loss or ("rmse-bound" if family.has_local_steps else "rmse")  # fit's default
     init = _init(args.init)
-    init_label = "" if args.init is None else "-init-" + Path(args.init).name.replace("/", "_")
+    init_label = "" if args.init is None else "-init-" + _init_key(args.init)
     run = (f"{store.key['model']}-{family.label.replace(' ', '-')}-{loss_name}-nfe{args.nfe}-{args.iterations}-{args.lr}-"
            f"{args.batch_size}{init_label}")
     checkpoint = args.checkpoint or cache_directory() / "checkpoints" / f"{run}.ckpt"

@@ -37,6 +37,8 @@ class SolverFamily:
     transform: Transform = attrs.field(validator=_check_transform)
     base: BaseSolver = attrs.field(validator=_check_base)
 
+    has_local_steps = True  # its solvers have step(i, x): RMSE-Bound is the default loss
+
     def to_dict(self) -> dict:
         return {"transform": self.transform.to_dict(), "base": self.base.name}
 
@@ -44,9 +46,13 @@ class SolverFamily:
     def label(self) -> str:
         return f"{self.transform.name} {self.base.name}"
 
-    def at(self, nfe: int) -> ParametricSolver:
-        """The identity-initialised solver spending ``nfe`` evaluations (whole steps of the base)."""
-        return self.base.parametric_solver(self.transform, self.base.n_steps(nfe))
+    def at(self, nfe: int, init=None, model=None) -> ParametricSolver:
+        """The solver spending ``nfe`` evaluations (whole steps of the base): identity-initialised,
+        or started from ``init`` (see :meth:`ParametricSolver.initialise`; schedules need ``model``)."""
+        solver = self.base.parametric_solver(self.transform, self.base.n_steps(nfe))
+        if init is not None:
+            solver.initialise(init, model)
+        return solver
 
     def fit(self, model, nfe: int, **options) -> ParametricSolver:
         """Fit the family's solver at ``nfe`` to ``model`` (Algorithm 3) and return the best one.

@@ -89,7 +89,7 @@ def fit(
     progress: bool | None = None,
 ):
     """Fit ``family.at(nfe)`` to ``model`` (see :meth:`SolverFamily.fit`)."""
-    solver = family.at(nfe)
+    solver = family.at(nfe, init=init, model=model)
     loss = _resolve_loss(loss, L_tau, solver)
     for name, value in (("iterations", iterations), ("batch_size", batch_size), ("train_trajectories", train_trajectories),
                         ("val_trajectories", val_trajectories), ("validate_every", validate_every)):
@@ -104,8 +104,6 @@ def fit(
         raise ValueError(f"batch_size={batch_size} must be a multiple of the number of processes ({context.world})")
     if not context.is_main:
         progress = False
-    if init is not None:
-        solver.initialise(init, model)
     solver.to(device)
 
     if not isinstance(store, TrajectoryStore):

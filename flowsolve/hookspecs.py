@@ -56,7 +56,8 @@ def flowsolve_transforms():
 def flowsolve_solver_families():
     """Solver families other than transform x base solver (those come from the two hooks above).
 
-    :return: a mapping ``{name: family class}``; ``family()`` has ``at(nfe)`` and ``fit(model, nfe)``,
+    :return: a mapping ``{name: family class}``; ``family()`` has ``at(nfe, init=None, model=None)``,
+        ``fit(model, nfe)``, ``label``, ``to_dict()`` and ``has_local_steps``,
         and ``family.solver_class.from_header(header)`` rebuilds a saved solver (the name is what
         solver files store).
     """

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 from fractions import Fraction as F
 
+import attrs
 import torch
 import torch.utils.checkpoint
 
@@ -87,6 +88,12 @@ class AdamsBashforth(BaseSolver):
             beta[i, : len(used)] = torch.tensor([float(b) for b in used], dtype=torch.float64)
         return beta, heun
 
+    def node_grid(self, n_steps: int):
+        grid = super().node_grid(n_steps)
+        if self.startup_evaluations and n_steps == 1:  # the Heun stage evaluates at r_1 = 1: learn t, s there too
+            return attrs.evolve(grid, eval_index=torch.arange(grid.size))
+        return grid
+
     def parametric_solver(self, transform, n_steps: int) -> ParametricSolver:
         return MultistepSolver(transform, self, n_steps)
 
@@ -151,30 +158,28 @@ class MultistepSolver(ParametricSolver):
 
     def step(self, i, x, u, *, previous=None, check_finite: bool = True) -> torch.Tensor:
         """One step from exact states: ``x`` at ``t_i`` and ``previous[j - 1]`` at ``t_{i-j}`` for
-        ``j = 1 .. history`` (ignored where ``i - j < 0``; the start-up rule applies there).
+        ``j = 1 .. min(i, history)`` (unused where ``i - j < 0``: the start-up rule applies there).
         ``i`` is an int or a ``(batch,)`` LongTensor of per-sample steps."""
-        index = torch.as_tensor(i, dtype=torch.long, device=x.device)
-        if bool(((index < 0) | (index >= self.n_steps)).any()):
-            raise ValueError(f"step index must lie in [0, {self.n_steps}), got {index.tolist()}")
+        index = self._step_index(i, x).to(x.device)
         previous = list(previous or [])
-        if len(previous) < self.history and bool((index > 0).any()):
-            raise ValueError(f"{self.base.name} steps need the states at the {self.history} previous step points "
-                             f"(previous=[x(t_(i-1)), ...]), got {len(previous)}")
+        needed = min(self.history, int(index.max()))
+        if len(previous) < needed:
+            raise ValueError(f"{self.base.name} step {int(index.max())} needs the states at the {needed} previous step "
+                             f"points (previous=[x(t_(i-1)), ...]), got {len(previous)}")
         coefficients = self._coefficients(x)
         beta, heun = (v.to(device=x.device, dtype=x.dtype) for v in self.base.step_coefficients(self.n_steps))
         scale = lambda node: _per_sample(coefficients[node, 4], x)  # noqa: E731
         h, label = self.step_size, int(i) if index.dim() == 0 else "per sample"
         xbar = scale(index) * x
-        increment = _per_sample(beta[index, 0], x) * self._slope(u, coefficients, index, xbar, label, check_finite)
-        for j in range(1, beta.shape[1]):
+        current = self._slope(u, coefficients, index, xbar, label, check_finite)
+        increment = _per_sample(beta[index, 0], x) * current
+        for j in range(1, needed + 1):
             weight = _per_sample(torch.where(index >= j, beta[index, j], torch.zeros_like(beta[index, j])), x)
-            if bool((weight != 0).any()):
-                node = (index - j).clamp_min(0)
-                increment = increment + weight * self._slope(u, coefficients, node, scale(node) * previous[j - 1],
-                                                             label, check_finite)
+            node = (index - j).clamp_min(0)
+            increment = increment + weight * self._slope(u, coefficients, node, scale(node) * previous[j - 1],
+                                                         label, check_finite)
         if bool((heun[index] != 0).any()):
-            first = self._slope(u, coefficients, index, xbar, label, check_finite)
-            predicted = self._slope(u, coefficients, index + 1, xbar + h * first, label, check_finite)
+            predicted = self._slope(u, coefficients, index + 1, xbar + h * current, label, check_finite)
             increment = increment + _per_sample(heun[index], x) * predicted
         return (xbar + h * increment) / scale(index + 1)
 
@@ -195,19 +200,18 @@ class MultistepSolver(ParametricSolver):
             raise ValueError(f"L_tau must be a non-negative number, got {L_tau!r}")
         t, dt, s, ds = self.node_values()
         field_lipschitz = ds.abs() / s + dt * L_tau
-        beta, _ = self.base.step_coefficients(self.n_steps)
-        beta = beta.to(field_lipschitz)
-        n, h, amplification = self.n_steps, self.step_size, []
-        for start in range(1, n + 1):
-            errors = [None] * start + [field_lipschitz.new_ones(())]
-            for k in range(start, n):
-                growth = errors[k]
-                for j in range(beta.shape[1]):
-                    if k - j >= start:
-                        growth = growth + h * beta[k, j].abs() * field_lipschitz[k - j] * errors[k - j]
-                errors.append(growth)
-            amplification.append(errors[n] * s[start] / s[n])
-        return torch.stack(amplification)
+        beta = self.base.step_coefficients(self.n_steps)[0].abs().tolist()
+        n, h = self.n_steps, self.step_size
+        # Adjoint of the recurrence: G_k = dE_n / dE_k, from G_n = 1 backwards (O(n * order)).
+        # E_k enters E_{k+1} with 1 + h beta_k0 Lu_k and E_{k+j+1} with h beta_(k+j)j Lu_k.
+        sensitivity = [None] * n + [field_lipschitz.new_ones(())]
+        for k in range(n - 1, 0, -1):
+            total = sensitivity[k + 1] * (1 + h * beta[k][0] * field_lipschitz[k])
+            for j in range(1, len(beta[k])):
+                if k + j <= n - 1 and beta[k + j][j] != 0.0:
+                    total = total + sensitivity[k + j + 1] * h * beta[k + j][j] * field_lipschitz[k]
+            sensitivity[k] = total
+        return torch.stack(sensitivity[1:]) * s[1:n + 1] / s[n]
 
 
 def _trajectory(coefficients, states):

@@ -222,6 +222,11 @@ def trace(init, nfe: int, model=None) -> tuple[torch.Tensor, torch.Tensor]:
     output = method(field, x0)
     if len(field.times) != nfe:
         raise ValueError(f"trace: the method spent {len(field.times)} evaluations, not nfe={nfe}")
+    if not torch.equal(field.states[0], x0[0]):
+        raise ValueError(
+            f"trace: the method first evaluates the field at {field.states[0].tolist()} x (x_0, v_0, ...), not at the "
+            "noise x_0 itself (e.g. EDM's Heun starts from sigma_max * x_0); a non-stationary solver starts at x_0"
+        )
     states = field.states[1:] + [output[0]]
     return torch.tensor(field.times, dtype=torch.float64), torch.stack(states).to(torch.float64)
 
@@ -240,10 +245,15 @@ class NonStationary:
     name = FAMILY_NAME
     solver_class = NonStationarySolver
 
-    def at(self, nfe: int) -> NonStationarySolver:
-        self.base.n_steps(nfe)  # a clear error for an NFE the base cannot split into steps
+    has_local_steps = False
+
+    def at(self, nfe: int, init=None, model=None) -> NonStationarySolver:
+        """The solver at ``nfe``, started as ``base`` on a uniform grid, or as ``init`` (see
+        :meth:`NonStationarySolver.initialise`; then ``nfe`` need not suit ``base``)."""
+        if init is None:
+            self.base.n_steps(nfe)  # a clear error for an NFE the base cannot split into steps
         solver = NonStationarySolver(nfe)
-        solver.initialise(self.base)
+        solver.initialise(self.base if init is None else init, model)
         return solver
 
     def to_dict(self) -> dict:

@@ -108,7 +108,9 @@ def start_from_schedule(solver, spec: str, model) -> None:
         raise ValueError(f"init={spec!r}: the only scaling is '+ddim' (e.g. 'log-snr+ddim')")
     learns = {"time": getattr(solver.transform, "learns_time", False),
               "scale": getattr(solver.transform, "learns_scale", False)}
-    missing = [what for what, needed in (("time", name != "uniform"), ("scale", bool(plus))) if needed and not learns[what]]
+    # '+ddim' sets the scale and, for the exact DDIM start, the time derivatives: it needs both.
+    missing = [what for what, needed in (("time", name != "uniform" or plus), ("scale", bool(plus)))
+               if needed and not learns[what]]
     if missing:
         raise ValueError(f"init={spec!r} sets the {' and '.join(missing)}; {solver.transform!r} does not learn it")
     time = schedule_time(name, scheduler)
@@ -117,8 +119,8 @@ def start_from_schedule(solver, spec: str, model) -> None:
         return
     scale_of_t = ddim_scale(scheduler)
     solver.set_transform(time, lambda r: scale_of_t(time(r)))
-    euler_like = solver.base.tableau.c == (0,) and not getattr(solver.base, "is_multistep", False)
-    if euler_like and learns["time"]:  # secant derivatives: the start is exactly DDIM
+    euler_like = solver.base.tableau.c == (0,) and solver.base.order == 1  # Euler, or Adams-Bashforth 1
+    if euler_like:  # secant derivatives: the start is exactly DDIM
         _, t, _, s, _ = solver.nodes()
         dt, ds = ddim_euler_derivatives(scheduler, t, solver.step_size)
         solver.set_node_values(NodeValues(t, dt, s, ds))

@@ -94,7 +94,7 @@ class ParametricSolver(SolverModule):
         super().__init__()
         self.transform = transform
         self.base = base
-        self.grid = NodeGrid.build(base.tableau, n_steps)
+        self.grid = base.node_grid(n_steps)
         self.params = nn.ParameterDict(
             {k: nn.Parameter(v) for k, v in transform.init_parameters(self.grid).items()}
         )
@@ -248,12 +248,7 @@ class ParametricSolver(SolverModule):
             x: ``(batch, ...)`` states at ``t_i``.
             u: velocity field.
         """
-        _check_state(x)
-        index = torch.as_tensor(i, dtype=torch.long)
-        if index.dim() > 1 or (index.dim() == 1 and index.shape[0] != x.shape[0]):
-            raise ValueError(f"i must be an int or a (batch,) tensor matching x's batch {x.shape[0]}, got shape {tuple(index.shape)}")
-        if bool(((index < 0) | (index >= self.n_steps)).any()):
-            raise ValueError(f"step index must lie in [0, {self.n_steps}), got {index.tolist()}")
+        index = self._step_index(i, x)
         coefficients = self._coefficients(x)
         index = index.to(x.device)
         stage_index, start_index = self.grid.stage_index.to(x.device), self.grid.start_index.to(x.device)
@@ -263,6 +258,16 @@ class ParametricSolver(SolverModule):
         label = int(i) if index.dim() == 0 else index
         field = self._stage_field(u, coefficients, stage_nodes, label, check_finite)
         return rk_step(self.base.tableau, field, start * x, self.step_size) / end
+
+    def _step_index(self, i, x: torch.Tensor) -> torch.Tensor:
+        """``i`` as a 0-dim or ``(batch,)`` LongTensor, checked against ``x`` and the step count."""
+        _check_state(x)
+        index = torch.as_tensor(i, dtype=torch.long)
+        if index.dim() > 1 or (index.dim() == 1 and index.shape[0] != x.shape[0]):
+            raise ValueError(f"i must be an int or a (batch,) tensor matching x's batch {x.shape[0]}, got shape {tuple(index.shape)}")
+        if bool(((index < 0) | (index >= self.n_steps)).any()):
+            raise ValueError(f"step index must lie in [0, {self.n_steps}), got {index.tolist()}")
+        return index
 
     # -- Lipschitz constants (appendix D) ------------------------------------------------------
     def step_lipschitz(self, L_tau: float = 1.0) -> torch.Tensor:

@@ -127,7 +127,7 @@ def test_bad_nfe_and_missing_history_are_explained():
     with pytest.raises(ValueError, match="ab3 needs nfe >= 2"):
         flowsolve.AdamsBashforth(3).n_steps(1)
     solver = flowsolve.compose(flowsolve.ScaleTime(), flowsolve.AdamsBashforth(2)).at(nfe=4)
-    with pytest.raises(ValueError, match="need the states at the 1 previous step points"):
+    with pytest.raises(ValueError, match="ab2 step 2 needs the states at the 1 previous step points"):
         solver.step(2, torch.zeros(1, 2, dtype=torch.float64), nonlinear_field)
     with pytest.raises(NotImplementedError, match="error_amplification"):
         solver.step_lipschitz()
@@ -144,3 +144,41 @@ def test_checkpointed_rollout_gives_the_same_gradients():
         gradients.append([p.grad.clone() for p in solver.parameters()])
     for plain, recomputed in zip(*gradients):
         torch.testing.assert_close(plain, recomputed, rtol=1e-12, atol=1e-12)
+
+
+def test_ab3_single_heun_step_learns_the_end_node_like_heun():
+    time = lambda r: (torch.exp(r) - 1) / (math.e - 1)  # noqa: E731
+    scale = lambda r: 1 + 0.5 * torch.sin(math.pi * r)  # noqa: E731
+    ab3 = flowsolve.compose(flowsolve.ScaleTime(), flowsolve.AdamsBashforth(3)).at(nfe=2)
+    heun = flowsolve.compose(flowsolve.ScaleTime(), flowsolve.Heun()).at(nfe=2)
+    for solver in (ab3, heun):
+        solver.set_transform(time, scale)
+    x0 = torch.randn(4, 3, dtype=torch.float64, generator=torch.Generator().manual_seed(0))
+    torch.testing.assert_close(ab3.sample(nonlinear_field, x0), heun.sample(nonlinear_field, x0), rtol=1e-13, atol=1e-13)
+    assert ab3.num_params == heun.num_params == 5
+
+
+@pytest.mark.parametrize("order", [2, 3])
+def test_adjoint_amplification_equals_the_forward_recurrence(order):
+    solver = flowsolve.compose(flowsolve.ScaleTime(), flowsolve.AdamsBashforth(order)).at(nfe=9)
+    randomize_parameters(solver, seed=6)
+    _, dt, s, ds = (v.detach() for v in solver.node_values())
+    lipschitz = ds.abs() / s + dt * 1.7
+    beta = solver.base.step_coefficients(solver.n_steps)[0].abs()
+    n, h = solver.n_steps, solver.step_size
+    expected = []
+    for start in range(1, n + 1):  # inject a unit error at x_start and run the bound forward
+        errors = {start: 1.0}
+        for k in range(start, n):
+            errors[k + 1] = errors[k] + sum(h * float(beta[k, j]) * float(lipschitz[k - j]) * errors[k - j]
+                                            for j in range(order) if k - j >= start)
+        expected.append(errors[n] * float(s[start] / s[n]))
+    torch.testing.assert_close(solver.error_amplification(1.7).detach(), torch.tensor(expected, dtype=torch.float64),
+                               rtol=1e-12, atol=0)
+
+
+def test_ab3_second_step_needs_one_previous_state():
+    solver = flowsolve.compose(flowsolve.ScaleTime(), flowsolve.AdamsBashforth(3)).at(nfe=6)
+    states = solver.sample(nonlinear_field, torch.ones(2, 2, dtype=torch.float64), return_intermediates=True).x
+    torch.testing.assert_close(solver.step(1, states[1], nonlinear_field, previous=[states[0]]), states[2],
+                               rtol=1e-12, atol=1e-12)

@@ -128,3 +128,12 @@ def test_save_load_round_trip_and_unknown_family(tmp_path, monkeypatch):
     finally:
         monkeypatch.delenv("FLOWSOLVE_DISABLE_PLUGINS")
         flowsolve.registry.reset()
+
+
+def test_an_init_decides_the_nfe_and_a_method_not_starting_at_the_noise_is_refused(tmp_path):
+    flow = flowsolve.GaussianMixtureFlow.random(4, 3, seed=0, scheduler=schedulers.VP())
+    solver = flowsolve.NonStationary().fit(flow, nfe=5, init="dpm-solver++(2m)", iterations=2, train_trajectories=32,
+                                           val_trajectories=16, progress=False)
+    assert solver.nfe == 5  # Midpoint could not spend 5 evaluations; the init can
+    with pytest.raises(ValueError, match="EDM's Heun starts from sigma_max"):
+        trace("edm-heun", 5, flow)

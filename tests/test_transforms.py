@@ -92,3 +92,15 @@ def test_ddim_scaling_needs_a_transform_that_learns_scale():
         flowsolve.compose(flowsolve.TimeOnly(), flowsolve.Midpoint()).at(nfe=4).initialise("log-snr+ddim", flow)
     with pytest.raises(ValueError, match="only scaling is '\\+ddim'"):
         flowsolve.compose(flowsolve.ScaleTime(), flowsolve.Midpoint()).at(nfe=4).initialise("log-snr+dpm", flow)
+
+
+def test_ddim_scaling_on_adams_bashforth_1_is_ddim_and_needs_time():
+    from flowsolve.baselines import DDIM
+
+    flow = flowsolve.GaussianMixtureFlow.random(3, 2, seed=4, scheduler=schedulers.VP())
+    x0 = torch.randn(6, 3, dtype=torch.float64, generator=torch.Generator().manual_seed(1))
+    ab1 = flowsolve.compose(flowsolve.ScaleTime(), flowsolve.AdamsBashforth(1)).at(nfe=5)
+    ab1.initialise("uniform+ddim", flow)
+    torch.testing.assert_close(ab1.sample(flow, x0), DDIM().sample(flow, x0, 5)[0], rtol=1e-10, atol=1e-10)
+    with pytest.raises(ValueError, match="sets the time; ScaleOnly"):
+        flowsolve.compose(flowsolve.ScaleOnly(), flowsolve.Euler()).at(nfe=4).initialise("uniform+ddim", flow)
