@@ -78,6 +78,10 @@ def resolve(spec: str) -> Subject:
         return from_object(bases[spec](), spec, origin="registered base solver")
     if spec in transforms:
         return from_object(transforms[spec], spec, origin="registered transform")
+    for kind in ("solver family", "base solver", "transform"):
+        clash = _registry.registry().refused(kind, spec)
+        if clash is not None:
+            raise _registry.NameClashError(clash)
     failed = [record.name for record in _registry.registry().records if record.error]
     hint = f"; plugins that failed to load: {failed}" if failed else ""
     raise _registry.UnknownNameError(

@@ -13,6 +13,7 @@ _EXPORTS = {
     "baselines": ".baselines",
     "distributed": ".distributed",
     "losses": ".losses",
+    "nonstationary": ".nonstationary",  # the README documents flowsolve.nonstationary.trace
     "registry": ".registry",
     "AdamsBashforth": ".multistep",
     "BaseSolver": ".base_solvers",

@@ -110,13 +110,19 @@ class DataPrediction(Adapter):
     """The network predicts the data ``x_1``:
     ``u = (sigma'/sigma) x + (alpha' - sigma' alpha / sigma) x1``.
 
-    Singular where ``sigma = 0`` (t = 1): evaluated at ``1 - t_min`` there (default 1e-3).
+    Singular where ``sigma = 0`` (t = 1): evaluated at ``1 - t_min`` there (default 1e-3 when
+    ``sigma_1 = 0``, else 0: a path that ends above zero noise is used up to its end).
     """
 
     kind = "x-pred"
 
-    def __init__(self, model, scheduler, time="flow", t_min: float = 1e-3):
+    def __init__(self, model, scheduler, time="flow", t_min: float | None = None):
         super().__init__(model, scheduler, time)
+        if t_min is None:
+            ends_clean = float(scheduler.sigma(torch.tensor(1.0, dtype=torch.float64))) < 1e-12  # cos(pi/2) != 0 in floats
+            t_min = 1e-3 if ends_clean else 0.0
+        if not 0 <= t_min < 1:
+            raise ValueError(f"need 0 <= t_min < 1, got t_min={t_min}")
         self.t_min = t_min
 
     @property
@@ -270,7 +276,7 @@ def eps(model, scheduler=None, time: str = "flow", t_min: float | None = None, t
     return NoisePrediction(model, _scheduler_option(scheduler, _schedulers.VP()), time, t_min, t_max)
 
 
-def x_pred(model, scheduler=None, time: str = "flow", t_min: float = 1e-3) -> VelocityField:
+def x_pred(model, scheduler=None, time: str = "flow", t_min: float | None = None) -> VelocityField:
     return DataPrediction(model, _scheduler_option(scheduler, _schedulers.Cosine()), time, t_min)
 
 

@@ -9,14 +9,41 @@ from __future__ import annotations
 
 import atexit
 import datetime
+import math
 import os
+import warnings
 
 import attrs
 import torch
 import torch.distributed as dist
 
-# Collectives give up after this long, so a dead rank is an error, not a hang.
-DEFAULT_TIMEOUT = datetime.timedelta(seconds=float(os.environ.get("FLOWSOLVE_DIST_TIMEOUT", 600)))
+TIMEOUT_VARIABLE = "FLOWSOLVE_DIST_TIMEOUT"
+DEFAULT_TIMEOUT_SECONDS = 600.0
+
+
+def timeout() -> datetime.timedelta:
+    """How long collectives wait before giving up, so a dead rank is an error, not a hang:
+    ``FLOWSOLVE_DIST_TIMEOUT`` seconds (default 600).
+
+    Read when a process group is set up, not at import: a malformed value warns and falls back
+    to the default instead of stopping ``import flowsolve``.
+    """
+    text = os.environ.get(TIMEOUT_VARIABLE)
+    if text is None or not text.strip():
+        return datetime.timedelta(seconds=DEFAULT_TIMEOUT_SECONDS)
+    try:
+        seconds = float(text)
+    except ValueError:
+        seconds = math.nan
+    # timedelta cannot hold inf, and 0 or a negative wait would fail every collective at once.
+    if not (math.isfinite(seconds) and 0 < seconds <= datetime.timedelta.max.total_seconds()):
+        warnings.warn(
+            f"{TIMEOUT_VARIABLE}={text!r} is not a positive number of seconds; using the default "
+            f"{DEFAULT_TIMEOUT_SECONDS:g} s (set it to e.g. {TIMEOUT_VARIABLE}=1800)",
+            stacklevel=2,
+        )
+        seconds = DEFAULT_TIMEOUT_SECONDS
+    return datetime.timedelta(seconds=seconds)
 
 
 @attrs.frozen
@@ -74,7 +101,7 @@ def setup(device: torch.device | None = None) -> Context:
     """Join the process group ``torchrun`` describes (``WORLD_SIZE`` > 1), once; else a single process."""
     if dist.is_available() and not dist.is_initialized() and int(os.environ.get("WORLD_SIZE", "1")) > 1:
         backend = "nccl" if device is not None and device.type == "cuda" else "gloo"
-        dist.init_process_group(backend=backend, timeout=DEFAULT_TIMEOUT)
+        dist.init_process_group(backend=backend, timeout=timeout())
         # A group left alive at interpreter exit can abort the process ("terminate called ...").
         atexit.register(teardown)
     return current()

@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import json
 import math
+import numbers
 import time
 from pathlib import Path
 
@@ -13,7 +14,7 @@ import torch
 from . import distributed
 from ._version import __version__
 from .fingerprint import model_fingerprint
-from .reference_paths import DEFAULT_ATOL, DEFAULT_MAX_STEP, DEFAULT_RTOL, GroundTruth
+from .reference_paths import DEFAULT_ATOL, DEFAULT_MAX_STEP, DEFAULT_RTOL, GroundTruth, check_tolerances
 from .losses import RMSE, Loss, RMSEBound
 from .metrics import psnr, rmse
 from .persistence import atomic_torch_save
@@ -41,6 +42,8 @@ def evaluate(solver, u, reference, *, batch_size: int = 1024) -> dict:
     """
     from .reference_paths import solve_reference
 
+    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
+        raise ValueError(f"batch_size must be a positive int (samples per solver call), got {batch_size!r}")
     if isinstance(reference, TrajectoryStore):
         reference = reference.load(256)
     if isinstance(reference, GroundTruth):
@@ -89,14 +92,25 @@ def fit(
     progress: bool | None = None,
 ):
     """Fit ``family.at(nfe)`` to ``model`` (see :meth:`SolverFamily.fit`)."""
-    solver = family.at(nfe, init=init, model=model)
-    loss = _resolve_loss(loss, L_tau, solver)
+    # Every number is checked before any ground truth is solved, so a typo costs nothing.
     for name, value in (("iterations", iterations), ("batch_size", batch_size), ("train_trajectories", train_trajectories),
                         ("val_trajectories", val_trajectories), ("validate_every", validate_every)):
         if isinstance(value, bool) or not isinstance(value, int) or value < 1:
             raise ValueError(f"{name} must be a positive int, got {value!r}")
-    if not lr > 0:
-        raise ValueError(f"lr must be positive, got {lr!r}")
+    for name, value in (("seed", seed), ("noise_seed", noise_seed)):
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise ValueError(f"{name} must be an int, got {value!r}")
+    if isinstance(lr, bool) or not isinstance(lr, numbers.Real) or not (math.isfinite(lr) and lr > 0):
+        raise ValueError(f"lr must be a positive finite number (Adam's step size, e.g. 2e-3), got {lr!r}")
+    if L_tau is not None and (isinstance(L_tau, bool) or not isinstance(L_tau, numbers.Real)
+                              or not (math.isfinite(L_tau) and L_tau >= 0)):
+        raise ValueError(
+            f"L_tau must be a finite non-negative number (the assumed Lipschitz constant of the model, e.g. 1.0), "
+            f"got {L_tau!r}"
+        )
+    check_tolerances(rtol, atol, max_step)
+    solver = family.at(nfe, init=init, model=model)
+    loss = _resolve_loss(loss, L_tau, solver)
     device = torch.device(device or _model_device(model))
     dtype = dtype or _model_dtype(model)
     context = distributed.setup(device)
@@ -198,7 +212,9 @@ def _train(solver, model, loss, optimizer, generator, training, state, validate,
                     f"fit stopped at iteration {state['iteration']}: the loss is {float(value)}; "
                     "lower lr or check the model"
                 )
+            _check_gradients(solver, state["iteration"], float(value))
             optimizer.step()
+            _check_parameters(solver, state["iteration"], optimizer.param_groups[0]["lr"])
             state["iteration"] += 1
             running.append(float(value))
             if state["iteration"] % validate_every == 0 or state["iteration"] == iterations:
@@ -209,6 +225,35 @@ def _train(solver, model, loss, optimizer, generator, training, state, validate,
                     _save_checkpoint(checkpoint, settings, solver, optimizer, generator, state)
                 bar.update(0, loss=record["train_loss"], val_rmse=record["val_rmse"], best=state["best_rmse"])
             bar.update(1)
+
+
+def _check_gradients(solver, iteration: int, loss: float) -> None:
+    """A finite loss with a non-finite gradient: stop before Adam spreads NaN into every parameter."""
+    bad = [name for name, p in solver.params.items() if p.grad is not None and not bool(torch.isfinite(p.grad).all())]
+    if bad:
+        raise FloatingPointError(
+            f"fit stopped at iteration {iteration}: the loss is finite ({loss:.6g}) but its gradient with respect to "
+            f"the solver parameters {bad} is not; the model's derivative may be undefined at the states the solver "
+            "visits (e.g. a sqrt, norm or division at 0), or the solver's parameters are extreme: lower lr"
+        )
+
+
+def _check_parameters(solver, iteration: int, lr: float) -> None:
+    """After an Adam step: non-finite parameters, or node values they overflow to (e.g. a scale
+    ``s = exp(log_scale)`` of inf or 0), are the step size's doing, not the model's."""
+    bad = [f"parameter {name} is non-finite" for name, p in solver.params.items() if not bool(torch.isfinite(p).all())]
+    if not bad and hasattr(solver, "node_values"):
+        with torch.no_grad():
+            values = solver.node_values()
+        bad = [f"node value {name} is non-finite" for name, v in zip(values._fields, values)
+               if not bool(torch.isfinite(v).all())]
+        if "s" in values._fields and bool((values.s <= 0).any()):
+            bad.append("the scale s reached 0")
+    if bad:
+        raise FloatingPointError(
+            f"fit stopped at iteration {iteration}: the Adam step (lr={lr:g}) drove the solver out of range "
+            f"({'; '.join(bad)}); the model is not at fault: lower lr (e.g. lr={lr / 10:g})"
+        )
 
 
 def _resolve_loss(loss, L_tau, solver):

@@ -7,6 +7,11 @@ through the ``flowsolve`` entry-point group::
     myplugin = "my_package.flowsolve_plugin"
 
 Every hook is called with keyword arguments only; hookspecs only ever gain optional arguments.
+
+Names are never taken over silently (see :mod:`flowsolve.registry`): a name the built-ins
+provide stays the built-in's unless the plugin declares the replacement in
+:func:`flowsolve_overrides`, and a name two plugins provide is refused, naming both. A hook
+that raises is reported against its plugin without breaking the others.
 """
 
 from __future__ import annotations
@@ -40,7 +45,14 @@ def flowsolve_detect_adapter(model):
 def flowsolve_base_solvers():
     """Base solvers this plugin provides.
 
-    :return: a mapping ``{name: factory}``; ``factory()`` returns a :class:`flowsolve.BaseSolver`.
+    :return: a mapping ``{name: factory}``; ``factory()`` returns a :class:`flowsolve.BaseSolver`
+        whose ``name`` is ``name``.
+
+    A solver file stores ``base.to_dict()``; :func:`flowsolve.load` looks its ``name`` up here and
+    rebuilds the base as ``factory.from_dict(stored)`` when the factory (e.g. the class) has a
+    ``from_dict``, else as ``factory()``. The rebuilt base must describe itself (``to_dict()``)
+    as stored, so a base with options beyond its name (anything ``to_dict`` adds) needs a
+    ``from_dict``; a plain tableau of an unregistered name loads as a :class:`flowsolve.BaseSolver`.
     """
 
 
@@ -49,6 +61,9 @@ def flowsolve_transforms():
     """Transforms this plugin provides.
 
     :return: a mapping ``{name: Transform subclass}``; the name is what solver files store.
+
+    :func:`flowsolve.load` rebuilds a transform as ``cls.from_dict(options)`` if the class has one,
+    else as ``cls(**options)``, ``options`` being ``to_dict()`` less ``name``.
     """
 
 
@@ -77,4 +92,19 @@ def flowsolve_models():
 
     :return: a mapping ``{name: factory}``; ``factory()`` returns a velocity field ``u(t, x)``
         (t = 0 noise, t = 1 data) with a ``sample_shape`` attribute.
+    """
+
+
+@hookspec
+def flowsolve_overrides():
+    """Built-in names this plugin means to replace with its own.
+
+    Without this declaration, an entry with a built-in's name (``midpoint``, ``scale-time``,
+    ``fm-ot``, ...) is ignored with a warning. A declared replacement is used instead of the
+    built-in and listed by ``flowsolve plugins``; two plugins replacing the same built-in are
+    both refused (the built-in is kept). It does not settle clashes between plugins.
+
+    :return: a mapping ``{kind: [names]}``, kind one of ``"base solver"``, ``"transform"``,
+        ``"loss"``, ``"model adapter"``, ``"model"``, ``"solver family"``; e.g.
+        ``{"base solver": ["midpoint"]}``.
     """

@@ -6,6 +6,8 @@ A loss maps ``(solver, u, ground_truth)`` to a scalar: the mean over the ground-
 from __future__ import annotations
 
 import abc
+import math
+import re
 from typing import ClassVar
 
 import attrs
@@ -19,11 +21,20 @@ from .velocity import VelocityField
 class Loss(abc.ABC):
     """A training objective for a :class:`~flowsolve.ParametricSolver`.
 
-    Subclasses implement ``__call__(solver, u, gt)`` returning a differentiable scalar.
+    Subclasses implement ``__call__(solver, u, gt)`` returning a differentiable scalar, and may
+    set ``name`` (what fit's metadata and checkpoints record); a subclass that does not is named
+    after its class, e.g. ``MyFinalError`` -> ``"my-final-error"``.
     """
 
     name: ClassVar[str]
     needs_local_steps: ClassVar[bool] = False  # True: needs the solver's step(i, x) (not every family has one)
+
+    def __init_subclass__(cls, **kwargs):
+        super().__init_subclass__(**kwargs)
+        # Set per class, not inherited: a subclass of RMSE computes something else than RMSE,
+        # and checkpoints tell runs apart by the loss's name.
+        if "name" not in cls.__dict__:
+            cls.name = _kebab_case(cls.__name__)
 
     @abc.abstractmethod
     def __call__(self, solver, u: VelocityField, gt: GroundTruth) -> torch.Tensor: ...
@@ -41,9 +52,17 @@ class Loss(abc.ABC):
         return {"name": self.name, **attrs.asdict(self)} if attrs.has(type(self)) else {"name": self.name}
 
 
+def _kebab_case(class_name: str) -> str:
+    """``MyFinalError`` -> ``my-final-error``, ``PSNRLoss`` -> ``psnr-loss``."""
+    words = re.sub(r"(?<=[a-z0-9])(?=[A-Z])|(?<=[A-Z])(?=[A-Z][a-z])", "-", class_name.strip("_"))
+    return words.lower()
+
+
 def _check_L_tau(instance, attribute, value):
-    if not (isinstance(value, (int, float)) and value >= 0):
-        raise ValueError(f"L_tau must be a non-negative number (the assumed Lipschitz constant of u), got {value!r}")
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not (math.isfinite(value) and value >= 0):
+        raise ValueError(
+            f"L_tau must be a finite non-negative number (the assumed Lipschitz constant of u, e.g. 1.0), got {value!r}"
+        )
 
 
 @attrs.frozen
@@ -67,7 +86,8 @@ class PSNRLoss(Loss):
     """Negative PSNR of the final samples (data range 2): ``10 log10(MSE / 4)`` over the batch.
 
     A full rollout like :class:`RMSE`; the logarithm weighs relative improvements equally at
-    every error level. ``checkpoint=True`` keeps one step's activations.
+    every error level. ``checkpoint=True`` keeps one step's activations. An exactly zero error
+    counts as the smallest positive MSE of the dtype (a finite loss with a zero gradient, not -inf).
     """
 
     checkpoint: bool = False
@@ -75,7 +95,9 @@ class PSNRLoss(Loss):
 
     def __call__(self, solver, u, gt):
         x1 = solver.sample(u, gt.x0, differentiable=True, checkpoint_steps=self.checkpoint)
-        return 10 * torch.log10((x1 - gt.x1).square().mean() / 4.0)
+        mse = (x1 - gt.x1).square().mean()
+        # log10(0) = -inf and its gradient 0/0 would end the fit; below the floor the gradient is 0.
+        return 10 * torch.log10(mse.clamp_min(torch.finfo(mse.dtype).tiny) / 4.0)
 
 
 def local_errors(solver, u: VelocityField, gt: GroundTruth, steps: torch.Tensor | None = None) -> torch.Tensor:

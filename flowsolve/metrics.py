@@ -8,8 +8,15 @@ import torch
 
 
 def per_sample_rms(difference: torch.Tensor) -> torch.Tensor:
-    """``||x||``: root mean square over all non-batch dimensions, ``(batch,)`` (eq. 6)."""
-    return difference.reshape(difference.shape[0], -1).square().mean(1).sqrt()
+    """``||x||``: root mean square over all non-batch dimensions, ``(batch,)`` (eq. 6).
+
+    Differentiable everywhere: at a zero difference the gradient is 0 (a plain
+    ``sqrt(mean(x^2))`` has an infinite derivative there, which turns a training step into NaN
+    when a local error is exactly 0, as in low-dimensional data at high NFE).
+    """
+    flat = difference.reshape(difference.shape[0], -1)
+    # vector_norm's backward masks the 0/0 at a zero norm to 0; the value is the plain RMS.
+    return torch.linalg.vector_norm(flat, dim=1) / math.sqrt(flat.shape[1])
 
 
 def rmse(x: torch.Tensor, reference: torch.Tensor) -> float:

@@ -228,7 +228,14 @@ def trace(init, nfe: int, model=None) -> tuple[torch.Tensor, torch.Tensor]:
             "noise x_0 itself (e.g. EDM's Heun starts from sigma_max * x_0); a non-stationary solver starts at x_0"
         )
     states = field.states[1:] + [output[0]]
-    return torch.tensor(field.times, dtype=torch.float64), torch.stack(states).to(torch.float64)
+    times, weights = torch.tensor(field.times, dtype=torch.float64), torch.stack(states).to(torch.float64)
+    if not bool(torch.isfinite(weights).all()):
+        raise ValueError(
+            f"trace: the method's coefficients are not finite (its evaluation times: "
+            f"{[round(t, 6) for t in field.times]}); a repeated time or a step of zero length on the model's "
+            "grid does that: check that the model's scheduler and time_range describe its real noise range"
+        )
+    return times, weights
 
 
 @attrs.frozen

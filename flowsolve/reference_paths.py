@@ -7,6 +7,7 @@ the solver computes both anyway) and read back at any ``t`` by cubic Hermite int
 from __future__ import annotations
 
 import math
+import numbers
 
 import torch
 import torchdiffeq
@@ -21,6 +22,28 @@ DEFAULT_ATOL = 1e-5
 DEFAULT_MAX_STEP = 0.05
 
 
+def check_tolerances(rtol, atol, max_step=None) -> None:
+    """Refuse dopri5 settings it cannot work with, naming the argument (before any solve).
+
+    ``rtol`` and ``atol`` must be finite and non-negative, and not both 0 (no step could be
+    accepted); ``max_step`` is ``None`` (no cap) or positive.
+    """
+    for name, value in (("rtol", rtol), ("atol", atol)):
+        if isinstance(value, bool) or not isinstance(value, numbers.Real) or not (math.isfinite(value) and value >= 0):
+            raise ValueError(f"{name} must be a finite number >= 0 (a dopri5 tolerance, e.g. 1e-5), got {value!r}")
+    if rtol == 0 and atol == 0:
+        raise ValueError(
+            "rtol and atol are both 0: dopri5 could never accept a step; give at least one a positive value, "
+            f"e.g. rtol=atol={DEFAULT_RTOL:g}"
+        )
+    if max_step is not None and (isinstance(max_step, bool) or not isinstance(max_step, numbers.Real)
+                                 or not max_step > 0):
+        raise ValueError(
+            f"max_step must be None (no cap) or a positive number (the largest dopri5 step, e.g. {DEFAULT_MAX_STEP}), "
+            f"got {max_step!r}"
+        )
+
+
 def clamp_time(field: VelocityField) -> VelocityField:
     """Guard a field so it never sees ``t`` outside ``[0, 1]``: dopri5 probes past the end point."""
 
@@ -33,6 +56,7 @@ def clamp_time(field: VelocityField) -> VelocityField:
 
 def solve_reference(u: VelocityField, x0: torch.Tensor, rtol: float = 1e-5, atol: float = 1e-5) -> torch.Tensor:
     """``x(1)`` from ``x0`` by dopri5 at the given tolerances (no dense storage)."""
+    check_tolerances(rtol, atol)
     with torch.no_grad():
         times = torch.tensor([0.0, 1.0], dtype=x0.dtype, device=x0.device)
         options = {"step_t": times[1:]}
@@ -89,6 +113,7 @@ def solve_dense(
         ``times (K,)`` float64, ``states (K, batch, ...)``, ``velocities (K, batch, ...)`` with
         ``times[0] = 0``, ``times[-1] = 1``, and the number of field evaluations.
     """
+    check_tolerances(rtol, atol, max_step)
     recorder = _KnotRecorder(u)
     grid = torch.tensor([0.0, 1.0], dtype=torch.float64, device=x0.device)
     options = {"step_t": grid[1:]}  # land a step exactly on t = 1
@@ -225,6 +250,7 @@ def ground_truth(
         >>> gt.at(torch.full((8,), 0.5, dtype=torch.float64)).shape
         torch.Size([8, 4])
     """
+    check_tolerances(rtol, atol, max_step)
     batch_size = batch_size or x0.shape[0]
     parts = []
     for start in range(0, x0.shape[0], batch_size):

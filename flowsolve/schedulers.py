@@ -53,17 +53,38 @@ class Scheduler:
 
     def log_snr_inverse(self, log_snr: torch.Tensor) -> torch.Tensor:
         """The ``t`` with ``log_snr(t) = log_snr`` (bisection in float64; subclasses use closed forms)."""
-        target = torch.as_tensor(log_snr, dtype=torch.float64)
+        log_snr = torch.as_tensor(log_snr)
+        target = log_snr.detach().to(torch.float64)
         low, high = torch.zeros_like(target), torch.ones_like(target)
         for _ in range(60):
             middle = (low + high) / 2
             below = self.log_snr(middle) < target
             low, high = torch.where(below, middle, low), torch.where(below, high, middle)
-        return ((low + high) / 2).to(torch.as_tensor(log_snr).dtype)
+        time = ((low + high) / 2).to(log_snr.dtype)
+        if not log_snr.requires_grad:
+            return time
+        # Bisection has no gradient; schedules need dt/dr: add dt/dlambda = 1 / lambda'(t) (value unchanged).
+        slope = self.d_log_snr(time.detach())
+        usable = torch.isfinite(slope) & (slope > 0)
+        inverse_slope = torch.where(usable, 1 / torch.where(usable, slope, torch.ones_like(slope)), torch.zeros_like(slope))
+        return time + (log_snr - log_snr.detach()) * inverse_slope
 
     def snr_inverse(self, snr: torch.Tensor) -> torch.Tensor:
         """The ``t`` with ``snr(t) = snr``."""
         return self.log_snr_inverse(torch.log(torch.as_tensor(snr)))
+
+    def noise_range(self, start: float = 0.0, end: float = 1.0) -> tuple[float, float]:
+        """``sigma / alpha`` at times ``start`` and ``end`` (float64): the path's noise-to-signal
+        ratio at both ends. ``inf`` where the path is pure noise (``alpha = 0``), ``0`` where it
+        reaches clean data (``sigma = 0``); a discrete or truncated schedule gives finite ends."""
+        times = torch.tensor([start, end], dtype=torch.float64)
+        high, low = (self.sigma(times) / self.alpha(times)).tolist()
+        if not high > low >= 0:  # also catches NaN
+            raise ValueError(
+                f"{self!r}: sigma/alpha is {high:.4g} at t = {start:.4g} and {low:.4g} at t = {end:.4g}; a path must "
+                "go from more noise to less (alpha increasing, sigma decreasing, both >= 0 and not both 0)"
+            )
+        return high, low
 
     def is_variance_preserving(self) -> bool:
         """``alpha^2 + sigma^2 = 1`` on a grid of times."""

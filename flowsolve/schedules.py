@@ -18,6 +18,7 @@ from typing import Callable
 
 import torch
 
+from .baselines import sigma_range
 from .schedulers import Cosine, Scheduler
 
 
@@ -31,19 +32,23 @@ def _pinned(curve: Callable[[torch.Tensor], torch.Tensor]) -> Callable[[torch.Te
     return time
 
 
-def log_snr(scheduler: Scheduler, sigma_max: float = 80.0, sigma_min: float = 0.002):
-    """Uniform in log-SNR between ``1/sigma_max`` and ``1/sigma_min`` (DPM-Solver's grid)."""
+def log_snr(scheduler: Scheduler, sigma_max: float = 80.0, sigma_min: float = 0.002, *, model=None):
+    """Uniform in log-SNR between ``1/sigma_max`` and ``1/sigma_min`` (DPM-Solver's grid), narrowed
+    to the noise range ``model`` really has (:func:`~flowsolve.baselines.sigma_range`)."""
+    sigma_max, sigma_min = sigma_range(model, scheduler, sigma_max, sigma_min)
     low, high = -math.log(sigma_max), -math.log(sigma_min)
     return _pinned(lambda r: scheduler.log_snr_inverse(low + r * (high - low)))
 
 
-def edm(scheduler: Scheduler, sigma_max: float = 80.0, sigma_min: float = 0.002, rho: float = 7.0):
-    """Karras et al.'s ``sigma`` schedule (rho = 7) mapped to the model's time."""
+def edm(scheduler: Scheduler, sigma_max: float = 80.0, sigma_min: float = 0.002, rho: float = 7.0, *, model=None):
+    """Karras et al.'s ``sigma`` schedule (rho = 7) mapped to the model's time, over the noise range
+    ``model`` really has (:func:`~flowsolve.baselines.sigma_range`)."""
+    sigma_max, sigma_min = sigma_range(model, scheduler, sigma_max, sigma_min)
     a, b = sigma_max ** (1 / rho), sigma_min ** (1 / rho)
     return _pinned(lambda r: scheduler.log_snr_inverse(-rho * torch.log(a + r * (b - a))))
 
 
-def cosine(scheduler: Scheduler):
+def cosine(scheduler: Scheduler, *, model=None):
     """The cosine path's SNR profile in the model's time (exact at both ends).
 
     Needs a path that spans every SNR (``alpha_0 = 0`` and ``sigma_1 = 0``); VP does not.
@@ -58,7 +63,7 @@ def cosine(scheduler: Scheduler):
     return _pinned(lambda r: scheduler.log_snr_inverse(path.log_snr(r.clamp(1e-12, 1 - 1e-12))))
 
 
-def uniform(scheduler: Scheduler):
+def uniform(scheduler: Scheduler, *, model=None):
     """Uniform in the model's own time (DDIM's default grid)."""
     return lambda r: r
 
@@ -87,12 +92,13 @@ def ddim_euler_derivatives(scheduler: Scheduler, t: torch.Tensor, h: float) -> t
     return torch.cat([dt, dt[-1:]]), torch.cat([ds, ds[-1:]])
 
 
-def schedule_time(name: str, scheduler: Scheduler):
-    """The transform ``r -> t_r`` of schedule ``name`` for ``scheduler``."""
+def schedule_time(name: str, scheduler: Scheduler, model=None):
+    """The transform ``r -> t_r`` of schedule ``name`` for ``scheduler``, over the noise range of
+    ``model`` (its ``time_range``) where given."""
     if name not in SCHEDULES:
         raise ValueError(f"unknown schedule {name!r}; choose one of {sorted(SCHEDULES)} (each optionally with "
                          "'+ddim', e.g. 'log-snr+ddim') or pass a fitted solver")
-    return SCHEDULES[name](scheduler)
+    return SCHEDULES[name](scheduler, model=model)
 
 
 def start_from_schedule(solver, spec: str, model) -> None:
@@ -113,7 +119,7 @@ def start_from_schedule(solver, spec: str, model) -> None:
                if needed and not learns[what]]
     if missing:
         raise ValueError(f"init={spec!r} sets the {' and '.join(missing)}; {solver.transform!r} does not learn it")
-    time = schedule_time(name, scheduler)
+    time = schedule_time(name, scheduler, model)
     if not plus:
         solver.set_transform(time, torch.ones_like)
         return

@@ -71,7 +71,13 @@ class Transform(abc.ABC):
 
 
 class _LearnedScaleTime(Transform):
-    """Appendix F's parametrisation (as corrected in DESIGN.md §2), time and/or scale learned."""
+    """Appendix F's parametrisation (corrected), time and/or scale learned.
+
+    ``t``: positive increments over the grid intervals, cumulated and normalised by their total
+    (so ``t_0 = 0``, ``t_last = 1``, strictly increasing); ``dt = |theta|``. ``s_0 = 1`` and
+    ``s = exp(theta)`` at the later nodes; ``ds = theta``. The identity starts the increments at
+    the grid's spacing (all ones when the nodes are evenly spaced), so ``t_r = r`` for any tableau.
+    """
 
     learns_time: ClassVar[bool]
     learns_scale: ClassVar[bool]
@@ -80,7 +86,9 @@ class _LearnedScaleTime(Transform):
         params = {}
         intervals, evals = grid.size - 1, grid.num_eval_nodes
         if self.learns_time:
-            params["time_increments"] = torch.ones(intervals, dtype=torch.float64)
+            # Increments proportional to the node gaps, so the identity is t_r = r on any grid
+            # (all ones on an evenly spaced one; a tableau's c can space its nodes unevenly).
+            params["time_increments"] = grid.spacing.clone()
             params["time_derivative"] = torch.ones(evals, dtype=torch.float64)
         if self.learns_scale:
             params["log_scale"] = torch.zeros(intervals, dtype=torch.float64)

@@ -190,10 +190,14 @@ def test_scheduler_inverses_and_custom_scheduler():
 def test_fingerprints_see_adapter_configuration_and_wrapped_callables():
     from flowsolve.fingerprint import model_fingerprint
 
-    net = torch.nn.Linear(3, 3)
+    class Net(torch.nn.Linear):
+        def forward(self, x, t):
+            return super().forward(x)
+
+    net = Net(5, 5)
 
     def fp(u):
-        return model_fingerprint(u, (3,), torch.float32, torch.device("cpu"))
+        return model_fingerprint(u, (5,), torch.float32, torch.device("cpu"))
 
     variants = [flowsolve.adapt(net, "eps", scheduler=schedulers.VP()),
                 flowsolve.adapt(net, "eps", scheduler=schedulers.Cosine()),
@@ -224,3 +228,9 @@ def test_v_prediction_on_vp_is_finite_at_the_data_end():
     at_one = u(torch.tensor(1.0, dtype=torch.float64), states())
     assert torch.isfinite(at_one).all()
     torch.testing.assert_close(at_one, u(torch.tensor(1 - 1e-3, dtype=torch.float64), states()))
+
+
+def test_data_prediction_uses_a_path_that_ends_above_zero_noise_up_to_its_end():
+    ends_noisy = schedulers.Custom(lambda t: 0.5 + 0.4 * t, lambda t: 1 - 0.8 * t, name="noisy-end")
+    assert flowsolve.adapt(lambda x, t: x, "x-pred", scheduler=ends_noisy).time_range == (0.0, 1.0)
+    assert flowsolve.adapt(lambda x, t: x, "x-pred", scheduler=schedulers.Cosine()).time_range == (0.0, 1 - 1e-3)

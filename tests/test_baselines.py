@@ -105,3 +105,31 @@ def test_best_grid_row_is_the_lowest_dpm_solver_variant_per_budget():
                     and r["method"] != "dpm-solver++(2m) best grid"]
         (best,) = [r for r in rows if r["method"] == "dpm-solver++(2m) best grid" and r["budget"] == budget]
         assert len(variants) == 3 and best["rmse"] == min(variants)
+
+
+def test_edm_heun_keeps_edms_schedule_on_full_paths_and_stops_at_a_finite_end():
+    fm = flowsolve.GaussianMixtureFlow.random(2, 2)
+    levels = EDMHeun().noise_levels(fm, fm.scheduler, 7)  # 4 steps: 80 .. 0.002, then the data (s = 0)
+    assert len(levels) == 5 and levels[0] == 80.0 and levels[-2] == 0.002 and levels[-1] == 0.0
+    # sigma/alpha runs from 10 to 0.05 only: EDM's 80 and 0.002 are out of reach, the path's own ends count.
+    short = schedulers.Custom(lambda t: 0.1 + 0.9 * t, lambda t: 1 - 0.95 * t)
+    levels = EDMHeun().noise_levels(flowsolve.GaussianMixtureFlow.random(2, 2, scheduler=short), short, 7)
+    assert len(levels) == 5 and levels[0] == pytest.approx(10.0) and levels[-1] == pytest.approx(0.05)
+    assert all(a > b for a, b in zip(levels[:-1], levels[1:]))
+
+
+def test_ddim_keeps_its_uniform_grid_and_evaluates_only_where_the_model_is_defined():
+    from flowsolve.baselines import uniform_time_grid
+
+    eps_vp = flowsolve.adapt(lambda x, s: torch.zeros_like(x), "eps-vp")  # evaluated up to t = 0.999
+    assert uniform_time_grid(eps_vp, 8) == [i / 8 for i in range(9)]
+    flow, times = flowsolve.GaussianMixtureFlow.random(2, 2, scheduler=schedulers.VP()), []
+
+    def truncated(t, x):  # a model defined on t in [0.2, 0.8] only
+        times.append(float(t))
+        return flow(t.clamp(0.2, 0.8), x)
+
+    truncated.scheduler, truncated.time_range = flow.scheduler, (0.2, 0.8)
+    x1, used = DDIM().sample(truncated, torch.randn(3, 2, dtype=torch.float64), 6)
+    assert used == len(times) == 6 and times[0] == 0.0 and all(0.2 <= t <= 0.8 for t in times[1:])
+    assert torch.isfinite(x1).all()

@@ -1,7 +1,10 @@
 """The command line, end to end on the analytic Gaussian-mixture model (registered as gmm-fm-ot)."""
 
+import re
+
 import numpy as np
 import pytest
+import torch
 
 import flowsolve
 from flowsolve.cli import main
@@ -88,3 +91,55 @@ def test_fit_starts_from_a_solver_file_or_a_schedule(tmp_path, capsys):
 def test_a_transform_with_a_non_stationary_family_is_refused(capsys):
     assert main(["fit", "gmm-vp", "--nfe", "4", "--family", "non-stationary", "--transform", "time-only", "--quiet"]) == 1
     assert "--transform belongs to transform x base families" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["sample", "s.pt", "gmm-fm-ot", "-n", "0"], r"argument -n: expected a positive integer, got '0'"),
+    (["--threads", "0", "plugins"], r"argument --threads: expected a positive integer, got '0'"),
+    (["eval", "gmm-fm-ot", "--test", "0"], r"argument --test: expected a positive integer, got '0'"),
+    (["fit", "gmm-fm-ot", "--nfe", "-2"], r"argument --nfe: expected a positive integer, got '-2'"),
+    (["fit", "gmm-fm-ot", "--nfe", "4", "--iterations", "ten"], r"argument --iterations: expected a positive integer"),
+    (["fit", "gmm-fm-ot", "--nfe", "4", "--batch-size", "0"], r"argument --batch-size: expected a positive integer"),
+    (["fit", "gmm-fm-ot", "--nfe", "4", "--lr", "inf"], r"argument --lr: expected a positive finite number .*'inf'"),
+    (["fit", "gmm-fm-ot", "--nfe", "4", "--lr", "nan"], r"argument --lr: expected a positive finite number"),
+    (["fit", "gmm-fm-ot", "--nfe", "4", "--sample-shape", "3,x"], r"argument --sample-shape: expected"),
+    (["fit", "gmm-fm-ot", "--nfe", "4", "--dtype", "int8"], r"argument --dtype: invalid choice"),
+    (["fit", "gmm-fm-ot", "--nfe", "4", "--device", "gpu0"], r"argument --device: expected a torch device"),
+    (["demo", "--iterations", "0"], r"argument --iterations: expected a positive integer"),
+    (["demo", "--test", "-1"], r"argument --test: expected a positive integer"),
+])
+def test_every_number_is_checked_by_the_parser(argv, message, capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        main(argv)
+    assert exit_info.value.code == 2
+    assert re.search(message, capsys.readouterr().err)
+
+
+def test_eval_checks_its_solver_files_before_any_ground_truth(tmp_path, capsys):
+    assert main(["eval", "gmm-fm-ot", str(tmp_path / "missing.pt"), "--test", "64", "--quiet"]) == 1
+    assert "no solver file at" in capsys.readouterr().err
+    assert not (tmp_path / "cache" / "stores").exists()
+
+
+class ShapelessField(torch.nn.Module):
+    """A ``module:object`` model without ``sample_shape``: u(t, x) = -w x."""
+
+    def __init__(self):
+        super().__init__()
+        self.w = torch.nn.Parameter(torch.tensor(0.5))
+
+    def forward(self, t, x):
+        return -self.w * x
+
+
+def test_a_model_without_sample_shape_with_device_and_dtype(tmp_path, capsys):
+    solver_file, samples = tmp_path / "s.pt", tmp_path / "x.npy"
+    model = f"{__name__}:ShapelessField"
+    assert main(["fit", model, "--nfe", "4", "--iterations", "3", "--quiet", "-o", str(solver_file)]) == 1
+    assert "--sample-shape" in capsys.readouterr().err
+    options = ["--sample-shape", "3", "--dtype", "float64", "--device", "cpu"]
+    assert main(["fit", model, *options, "--nfe", "4", "--iterations", "3", "--quiet", "-o", str(solver_file)]) == 0
+    assert main(["sample", str(solver_file), model, *options, "-n", "2", "-o", str(samples)]) == 0
+    assert np.load(samples).shape == (2, 3) and np.load(samples).dtype == np.float64
+    assert main(["eval", model, str(solver_file), *options, "--nfe", "4", "--test", "16", "--quiet",
+                 "--out", str(tmp_path / "report")]) == 0

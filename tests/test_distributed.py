@@ -43,3 +43,24 @@ def test_a_dying_rank_is_an_error_not_a_hang(tmp_path):
     assert result.returncode != 0
     assert "rank 1 dies on purpose" in result.stderr
     assert not (tmp_path / "params.pt").exists()
+
+
+@pytest.mark.parametrize("value", ["ten minutes", "0", "-5", "nan", "inf"])
+def test_a_bad_timeout_variable_warns_and_falls_back(monkeypatch, value):
+    import datetime
+
+    from flowsolve import distributed
+
+    monkeypatch.setenv("FLOWSOLVE_DIST_TIMEOUT", value)
+    with pytest.warns(UserWarning, match=rf"FLOWSOLVE_DIST_TIMEOUT={value!r} is not a positive number of seconds"):
+        assert distributed.timeout() == datetime.timedelta(seconds=600)
+    monkeypatch.setenv("FLOWSOLVE_DIST_TIMEOUT", "42.5")
+    assert distributed.timeout() == datetime.timedelta(seconds=42.5)
+
+
+def test_a_bad_timeout_variable_does_not_stop_the_import():
+    environment = {**os.environ, "FLOWSOLVE_DIST_TIMEOUT": "ten minutes", "OMP_NUM_THREADS": "1"}
+    environment["PYTHONPATH"] = str(SCRIPT.parent.parent) + os.pathsep + environment.get("PYTHONPATH", "")
+    result = subprocess.run([sys.executable, "-c", "import flowsolve.distributed, flowsolve.fit"],
+                            capture_output=True, text=True, env=environment, timeout=120)
+    assert result.returncode == 0, result.stderr[-2000:]

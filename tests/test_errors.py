@@ -57,3 +57,47 @@ def test_step_index_out_of_range():
     solver = flowsolve.compose(flowsolve.ScaleTime(), flowsolve.Euler()).at(nfe=4)
     with pytest.raises(ValueError, match=r"step index must lie in \[0, 4\)"):
         solver.step(4, torch.randn(2, 2), lambda t, x: x)
+
+
+class Untouchable:
+    """A model that must not be called: bad arguments are refused before any ground truth."""
+
+    sample_shape = (2,)
+
+    def fingerprint(self):
+        return "untouchable"
+
+    def __call__(self, t, x):
+        raise AssertionError("the model was called although the arguments are invalid")
+
+
+@pytest.mark.parametrize("options, message", [
+    (dict(lr=float("inf")), r"lr must be a positive finite number .*got inf"),
+    (dict(lr=float("nan")), r"lr must be a positive finite number .*got nan"),
+    (dict(lr=0.0), r"lr must be a positive finite number .*got 0\.0"),
+    (dict(rtol=0, atol=0), r"rtol and atol are both 0"),
+    (dict(rtol=-1e-5), r"rtol must be a finite number >= 0 .*got -1e-05"),
+    (dict(atol=float("nan")), r"atol must be a finite number >= 0 .*got nan"),
+    (dict(max_step=0.0), r"max_step must be None .* or a positive number .*got 0\.0"),
+    (dict(L_tau=float("inf")), r"L_tau must be a finite non-negative number"),
+    (dict(seed=1.5), r"seed must be an int, got 1\.5"),
+], ids=lambda v: str(v) if isinstance(v, dict) else "")
+def test_fit_refuses_bad_numbers_before_any_work(options, message):
+    family = flowsolve.compose(flowsolve.ScaleTime(), flowsolve.Midpoint())
+    with pytest.raises(ValueError, match=message):
+        family.fit(Untouchable(), nfe=4, progress=False, **options)
+
+
+@pytest.mark.parametrize("options, message", [
+    (dict(rtol=0, atol=0), "rtol and atol are both 0"),
+    (dict(atol=float("inf")), "atol must be a finite number >= 0"),
+    (dict(max_step=float("nan")), "max_step must be None"),
+])
+def test_ground_truth_refuses_bad_tolerances(options, message):
+    from flowsolve.reference_paths import ground_truth, solve_reference
+
+    with pytest.raises(ValueError, match=message):
+        ground_truth(Untouchable(), torch.zeros(2, 2), **options)
+    if "max_step" not in options:
+        with pytest.raises(ValueError, match=message):
+            solve_reference(Untouchable(), torch.zeros(2, 2), **options)

@@ -132,8 +132,12 @@ def test_bad_options_are_refused(flow, family):
 def test_fingerprints_tell_modules_apart_by_their_weights_and_buffers():
     from flowsolve.fingerprint import model_fingerprint
 
+    class Field(torch.nn.Linear):
+        def forward(self, t, x):
+            return super().forward(x)
+
     def make(value):
-        net = torch.nn.Linear(2, 2)
+        net = Field(2, 2)
         torch.nn.init.constant_(net.weight, value)
         torch.nn.init.zeros_(net.bias)
         net.register_buffer("code", torch.tensor(3))  # 0-dim, 8-byte buffer
@@ -234,3 +238,20 @@ def test_named_schedule_needs_a_scheduler_and_a_time_learning_transform(family):
                    init="cosine", **SMALL)
     with pytest.raises(ValueError, match="unknown schedule 'karras'"):
         family.fit(flowsolve.GaussianMixtureFlow.random(2, 2), nfe=4, init="karras", **SMALL)
+
+
+def test_exactly_zero_local_errors_do_not_stop_the_fit():
+    # Midpoint at NFE 60 in 2-D: some float32 local errors are exactly 0 (their RMS once had
+    # an infinite gradient, which turned the times into NaN at iteration 1).
+    flow2d = GaussianMixtureFlow.random(dim=2, components=3, seed=0)
+    family = flowsolve.compose(flowsolve.ScaleTime(), flowsolve.Midpoint())
+    solver = family.fit(flow2d, nfe=60, iterations=2, validate_every=2, train_trajectories=32, val_trajectories=16,
+                        batch_size=16, progress=False)
+    assert all(torch.isfinite(p).all() for p in solver.params.values())
+
+
+def test_diverging_solver_parameters_blame_the_learning_rate_not_the_model(flow, family):
+    expected = r"iteration \d+: the Adam step \(lr=1000\) .*non-finite.*lower lr"
+    with pytest.raises(FloatingPointError, match=expected) as info:
+        family.fit(flow, nfe=4, iterations=5, lr=1e3, **SMALL)
+    assert not isinstance(info.value, NonFiniteVelocityError)

@@ -6,6 +6,7 @@ import pytest
 import torch
 import torchdiffeq
 
+from flowsolve.fingerprint import PROBE_EVALUATIONS
 from flowsolve.gaussian_mixture import GaussianMixtureFlow
 from flowsolve.reference_paths import ground_truth, hermite
 from flowsolve.schedulers import VP
@@ -100,7 +101,8 @@ def test_store_resumes_after_interruption_and_reuses_shards(tmp_path, flow):
     calls_for_rest = calls["n"]
     calls["n"] = 0
     again = TrajectoryStore(tmp_path, Flaky(), shard_size=16).load(64, progress=False)
-    assert calls["n"] == 0 and calls_for_rest > 0  # a complete store costs no evaluations
+    # A complete store costs no evaluations beyond the fingerprint's output probe.
+    assert calls["n"] == PROBE_EVALUATIONS and calls_for_rest > PROBE_EVALUATIONS
     fresh = TrajectoryStore(None, Flaky(), shard_size=16).load(64, progress=False)
     for name in ("x0", "times", "states", "velocities"):
         assert torch.equal(getattr(resumed, name), getattr(fresh, name)), name
@@ -127,12 +129,12 @@ def test_store_needs_a_sample_shape():
 def test_a_shard_that_was_not_written_is_a_clear_error(tmp_path, flow, monkeypatch):
     import flowsolve.store as store_module
 
-    real_save = store_module.atomic_torch_save
+    real_write = store_module.atomic_write
 
-    def lose_shard_one(data, path):
+    def lose_shard_one(path, content):
         if not str(path).endswith("shard-00001.pt"):
-            real_save(data, path)
+            real_write(path, content)
 
-    monkeypatch.setattr(store_module, "atomic_torch_save", lose_shard_one)
+    monkeypatch.setattr(store_module, "atomic_write", lose_shard_one)
     with pytest.raises(StoreMismatchError, match=r"shards \[1\] are missing .*rerun to regenerate only those"):
         TrajectoryStore(tmp_path, flow, shard_size=8).load(24, progress=False)

@@ -92,7 +92,7 @@ def test_scalar_time_fields_train_like_batched_ones():
 
 
 def test_L_tau_must_be_non_negative():
-    with pytest.raises(ValueError, match="L_tau must be a non-negative number"):
+    with pytest.raises(ValueError, match="L_tau must be a finite non-negative number"):
         RMSEBound(L_tau=-1)
 
 
@@ -121,3 +121,42 @@ def test_psnr_loss_is_minus_the_psnr_of_the_rollout():
     assert float(value.detach()) == pytest.approx(-psnr(solver.sample(flow, gt.x0), gt.x1), rel=1e-12)
     value.backward()
     assert all(p.grad is not None and torch.isfinite(p.grad).all() for p in solver.params.values())
+
+
+@pytest.mark.parametrize("loss", [RMSE(), RMSEBound(), LTE(), flowsolve.PSNRLoss()], ids=repr)
+def test_losses_are_finite_with_finite_gradients_at_zero_error(loss):
+    # u = 0: the identity-initialised solver is exact, so every error is exactly 0, where
+    # sqrt (and log) have no finite derivative.
+    field = flowsolve.batched_time(lambda t, x: torch.zeros_like(x))
+    gt = ground_truth(field, torch.randn(4, 2, dtype=torch.float64))
+    solver = flowsolve.compose(flowsolve.ScaleTime(), flowsolve.Midpoint()).at(nfe=4)
+    value = loss(solver, field, gt)
+    assert torch.isfinite(value)
+    value.backward()
+    for name, p in solver.params.items():
+        assert p.grad is not None and torch.isfinite(p.grad).all(), name
+
+
+def test_per_sample_rms_has_a_zero_gradient_at_zero():
+    difference = torch.tensor([[0.0, 0.0], [3.0, 4.0]], dtype=torch.float64, requires_grad=True)
+    value = per_sample_rms(difference)
+    value.sum().backward()
+    torch.testing.assert_close(value.detach(), torch.tensor([0.0, 12.5**0.5], dtype=torch.float64))
+    torch.testing.assert_close(difference.grad[0], torch.zeros(2, dtype=torch.float64))
+    assert torch.isfinite(difference.grad).all()
+
+
+def test_a_custom_loss_without_a_name_is_named_after_its_class():
+    from flowsolve.losses import Loss
+
+    class MyFinalError(Loss):
+        def __call__(self, solver, u, gt):
+            return RMSE()(solver, u, gt)
+
+    class SubRMSE(RMSE):  # behaves differently from RMSE, so it must not share RMSE's name
+        pass
+
+    assert MyFinalError().name == "my-final-error"
+    assert MyFinalError().to_dict() == {"name": "my-final-error"}
+    assert SubRMSE().name == "sub-rmse" and RMSE().name == "rmse"
+    assert flowsolve.PSNRLoss().name == "psnr"

@@ -1,11 +1,17 @@
+import importlib.metadata
 import json
 import os
+import re
+import sys
+import types
+from fractions import Fraction
 
 import pytest
 import torch
 
 import flowsolve
-from flowsolve.persistence import FORMAT_VERSION, SolverFileError
+from flowsolve import registry
+from flowsolve.persistence import FORMAT_VERSION, SolverFileError, _checksum
 
 from .solver_parameters import randomize_parameters
 from .test_solver import BASES, TRANSFORMS, nonlinear_field
@@ -106,3 +112,108 @@ def test_failed_write_keeps_the_previous_file(tmp_path, monkeypatch):
         flowsolve.compose(flowsolve.ScaleTime(), flowsolve.Midpoint()).at(nfe=6).save(path)
     assert path.read_bytes() == before
     assert os.listdir(tmp_path) == ["solver.pt"]
+
+
+# -- bases from plugins, unknown options ------------------------------------------------------------
+class Ralston(flowsolve.BaseSolver):
+    tableau = flowsolve.ButcherTableau("ralston", a=[[0, 0], ["2/3", 0]], b=["1/4", "3/4"], c=[0, "2/3"], order=2)
+
+
+class Theta(flowsolve.BaseSolver):
+    """The two-stage second-order methods, by their second node ``theta``: an option the tableau name omits."""
+
+    def __init__(self, theta="1/2"):
+        theta = Fraction(theta)
+        super().__init__(flowsolve.ButcherTableau("theta-rk2", a=[[0, 0], [theta, 0]], b=[1 - 1 / (2 * theta), 1 / (2 * theta)],
+                                                  c=[0, theta], order=2))
+        self.theta = theta
+
+    def to_dict(self):
+        return {**super().to_dict(), "theta": str(self.theta)}
+
+    @classmethod
+    def from_dict(cls, data):
+        return cls(data["theta"])
+
+
+def registry_with_fake_bases(monkeypatch):
+    module = types.ModuleType("fake_base_plugin")
+    module.flowsolve_base_solvers = flowsolve.hookimpl(lambda: {"ralston": Ralston, "theta-rk2": Theta})
+    monkeypatch.setitem(sys.modules, "fake_base_plugin", module)
+    points = list(importlib.metadata.entry_points(group=registry.ENTRY_POINT_GROUP))
+    points.append(importlib.metadata.EntryPoint(name="fake-bases", value="fake_base_plugin", group=registry.ENTRY_POINT_GROUP))
+    monkeypatch.setattr(registry, "_REGISTRY", registry.Registry(points))
+
+
+@pytest.mark.parametrize("base", [Ralston(), Theta("1/3")], ids=repr)
+def test_a_plugin_base_solver_loads_back_as_its_own_class_with_its_options(tmp_path, monkeypatch, base):
+    registry_with_fake_bases(monkeypatch)
+    solver = flowsolve.compose(flowsolve.ScaleTime(), base).at(nfe=4)
+    randomize_parameters(solver, seed=2)
+    solver.save(tmp_path / "s.pt")
+    loaded = flowsolve.load(tmp_path / "s.pt")
+    assert type(loaded.base) is type(base) and loaded.base.to_dict() == base.to_dict()
+    x0 = torch.randn(3, 2, dtype=torch.float64)
+    assert torch.equal(loaded.sample(nonlinear_field, x0), solver.sample(nonlinear_field, x0))
+
+
+def test_a_plugin_base_without_its_plugin(tmp_path, monkeypatch):
+    registry_with_fake_bases(monkeypatch)
+    for base in (Ralston(), Theta("1/3")):
+        flowsolve.compose(flowsolve.ScaleTime(), base).at(nfe=4).save(tmp_path / f"{base.name}.pt")
+    monkeypatch.setattr(registry, "_REGISTRY", registry.Registry())
+    # A bare tableau needs no plugin: it loads as a BaseSolver taking the same steps.
+    assert type(flowsolve.load(tmp_path / "ralston.pt").base) is flowsolve.BaseSolver
+    with pytest.raises(SolverFileError, match=r"theta-rk2\.pt.*base solver 'theta-rk2'.*'theta'.*not registered"):
+        flowsolve.load(tmp_path / "theta-rk2.pt")
+
+
+def test_a_torchdiffeq_base_loads_back_as_itself(tmp_path):
+    plugin = pytest.importorskip("flowsolve_torchdiffeq")
+    registry.reset()
+    try:
+        solver = flowsolve.compose(flowsolve.TimeOnly(), plugin.TorchdiffeqMethod("heun3")).at(nfe=6)
+        solver.save(tmp_path / "s.pt")
+        loaded = flowsolve.load(tmp_path / "s.pt")
+        assert type(loaded.base) is plugin.TorchdiffeqMethod and loaded.base.method == "heun3"
+    finally:
+        registry.reset()
+
+
+def _rewrite_header(path, change):
+    payload = torch.load(path, weights_only=True)
+    header = json.loads(payload["header"])
+    change(header)
+    payload["header"] = json.dumps(header, sort_keys=True)
+    payload["checksum"] = _checksum(payload["header"], payload["tensors"])
+    torch.save(payload, path)
+
+
+@pytest.mark.parametrize("where", ["transform", "base", "top level", "non-stationary"])
+def test_an_unknown_header_option_is_a_solver_file_error_naming_it(tmp_path, where):
+    if where == "non-stationary":
+        path = tmp_path / "ns.pt"
+        flowsolve.NonStationary().at(nfe=4).save(path)
+    else:
+        path = _saved(tmp_path)
+    section = {"transform": lambda h: h["transform"], "base": lambda h: h["base"]}.get(where, lambda h: h)
+    _rewrite_header(path, lambda header: section(header).update(flavour="strange"))
+    with pytest.raises(SolverFileError, match=rf"{re.escape(str(path))}.*unknown option 'flavour'"):
+        flowsolve.load(path)
+
+
+def test_an_option_a_plugin_drops_on_loading_is_refused(tmp_path, monkeypatch):
+    class Forgetful(Theta):
+        @classmethod
+        def from_dict(cls, data):
+            return cls()  # ignores the stored theta
+
+    registry_with_fake_bases(monkeypatch)
+    module = sys.modules["fake_base_plugin"]
+    module.flowsolve_base_solvers = flowsolve.hookimpl(lambda: {"theta-rk2": Forgetful})
+    monkeypatch.setattr(registry, "_REGISTRY", registry.Registry(
+        list(importlib.metadata.entry_points(group=registry.ENTRY_POINT_GROUP))
+        + [importlib.metadata.EntryPoint(name="fake-bases", value="fake_base_plugin", group=registry.ENTRY_POINT_GROUP)]))
+    flowsolve.compose(flowsolve.ScaleTime(), Theta("1/3")).at(nfe=4).save(tmp_path / "s.pt")
+    with pytest.raises(SolverFileError, match=r"s\.pt: the header's base \(theta-rk2\) stores 'theta' = '1/3'.*has 'theta' = '1/2'"):
+        flowsolve.load(tmp_path / "s.pt")

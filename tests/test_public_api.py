@@ -18,3 +18,14 @@ def test_public_classes_have_docstrings():
         obj = getattr(flowsolve, name)
         if callable(obj) and not isinstance(obj, type(flowsolve)):
             assert obj.__doc__ and obj.__doc__.strip(), name
+
+
+def test_documented_submodules_are_attributes_after_import_flowsolve():
+    import subprocess
+    import sys
+
+    # A fresh interpreter: in this one another test may already have imported the submodule.
+    code = ("import flowsolve; assert callable(flowsolve.nonstationary.trace); "
+            "assert 'nonstationary' in flowsolve.__all__")
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr[-2000:]

@@ -2,8 +2,10 @@
 
 import importlib.metadata
 import inspect
+import re
 import sys
 import types
+import warnings
 
 import pytest
 
@@ -112,10 +114,145 @@ def test_cli_lists_plugins_and_their_sources(capsys, third_party):
 def test_every_hook_is_prefixed_documented_and_exercised():
     specs = [name for name, _ in inspect.getmembers(hookspecs, inspect.isfunction) if name.startswith("flowsolve_")]
     assert set(specs) == {"flowsolve_model_adapters", "flowsolve_detect_adapter", "flowsolve_base_solvers",
-                          "flowsolve_transforms", "flowsolve_losses", "flowsolve_models", "flowsolve_solver_families"}
+                          "flowsolve_transforms", "flowsolve_losses", "flowsolve_models", "flowsolve_solver_families",
+                          "flowsolve_overrides"}
     for name in specs:
         doc = getattr(hookspecs, name).__doc__
         assert doc and ":return:" in doc, name
     source = inspect.getsource(sys.modules[__name__])
     for name in specs:
         assert f"module.{name}" in source, f"{name} is not exercised by a fake plugin here"
+
+
+# -- name clashes, overrides and failing hooks ------------------------------------------------------
+class Impostor(flowsolve.BaseSolver):
+    """Calls itself midpoint, but is Ralston's method."""
+
+    tableau = flowsolve.ButcherTableau("midpoint", a=[[0, 0], ["2/3", 0]], b=["1/4", "3/4"], c=[0, "2/3"], order=2)
+
+
+def plugin_module(monkeypatch, module_name):
+    module = types.ModuleType(module_name)
+    monkeypatch.setitem(sys.modules, module_name, module)
+    return module
+
+
+def discover(*plugins):
+    """A registry of the installed plugins plus ``(entry-point name, module name)`` fakes."""
+    points = list(importlib.metadata.entry_points(group=registry.ENTRY_POINT_GROUP))
+    return registry.Registry(points + [fake_entry_point(name, module) for name, module in plugins])
+
+
+def record_of(found, name):
+    return next(r for r in found.records if r.name == name)
+
+
+@pytest.mark.parametrize("plugin_name", ["aaa", "zzz"])  # sorted before and after "builtin"
+def test_a_plugin_cannot_silently_replace_a_builtin(monkeypatch, capsys, plugin_name):
+    module = plugin_module(monkeypatch, "impostor_plugin")
+    module.flowsolve_base_solvers = flowsolve.hookimpl(lambda: {"midpoint": Impostor})
+    with pytest.warns(UserWarning, match=rf"plugin '{plugin_name}' \(impostor_plugin.*provides base solver 'midpoint'.*"
+                                         r"built-in.*flowsolve\.builtin_plugin.*ignored.*flowsolve_overrides"):
+        found = discover((plugin_name, "impostor_plugin"))
+    monkeypatch.setattr(registry, "_REGISTRY", found)
+    assert type(registry.base_solver("midpoint")) is flowsolve.Midpoint  # what `flowsolve fit` uses by default
+    record = record_of(found, plugin_name)
+    assert record.error is None and any("'midpoint'" in note and "ignored" in note for note in record.notes)
+    assert main(["plugins"]) == 0
+    out = capsys.readouterr().out
+    assert "base solver 'midpoint'" in out and "ignored" in out
+
+
+def test_a_plugin_replaces_a_builtin_only_when_it_declares_so(monkeypatch, capsys):
+    module = plugin_module(monkeypatch, "overriding_plugin")
+    module.flowsolve_base_solvers = flowsolve.hookimpl(lambda: {"midpoint": Impostor})
+    module.flowsolve_overrides = flowsolve.hookimpl(lambda: {"base solver": ["midpoint"]})
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        found = discover(("aaa", "overriding_plugin"))  # "aaa" sorts before "builtin": order must not matter
+    assert not [w for w in caught if "midpoint" in str(w.message)]
+    monkeypatch.setattr(registry, "_REGISTRY", found)
+    assert type(registry.base_solver("midpoint")) is Impostor
+    assert any("replaces" in note and "base solver 'midpoint'" in note for note in record_of(found, "aaa").notes)
+    assert main(["plugins"]) == 0
+    assert "replaces" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("names", [("aaa", "zzz"), ("zzz", "aaa")])
+def test_two_plugins_offering_one_name_are_refused_naming_both_whatever_their_order(monkeypatch, tmp_path, names):
+    tableau = flowsolve.ButcherTableau("ralston", a=[[0, 0], ["2/3", 0]], b=["1/4", "3/4"], c=[0, "2/3"], order=2)
+    for module_name in ("ralston_one", "ralston_two"):
+        cls = type(f"Ralston_{module_name}", (flowsolve.BaseSolver,), {"tableau": tableau})
+        module = plugin_module(monkeypatch, module_name)
+        module.flowsolve_base_solvers = flowsolve.hookimpl(lambda cls=cls: {"ralston": cls})
+        module.flowsolve_overrides = flowsolve.hookimpl(lambda: {"base solver": ["ralston"]})  # no built-in to replace
+    both = r"plugin 'aaa' \(ralston_(one|two).*plugin 'zzz' \(ralston_(one|two)"
+    with pytest.warns(UserWarning, match=rf"base solver 'ralston'.*{both}"):
+        found = discover((names[0], "ralston_one"), (names[1], "ralston_two"))
+    monkeypatch.setattr(registry, "_REGISTRY", found)
+    assert "ralston" not in found.base_solvers()
+    with pytest.raises(registry.NameClashError, match=rf"{both}.*FLOWSOLVE_DISABLE_PLUGINS"):
+        registry.base_solver("ralston")
+    solver = flowsolve.compose(flowsolve.ScaleTime(), flowsolve.BaseSolver(tableau)).at(nfe=4)
+    solver.save(tmp_path / "s.pt")
+    with pytest.raises(flowsolve.SolverFileError, match=both):
+        flowsolve.load(tmp_path / "s.pt")
+    monkeypatch.setenv(registry.DISABLE_VARIABLE, "zzz")  # the fix the message names
+    registry.reset()
+    monkeypatch.setattr(registry, "_REGISTRY", discover((names[0], "ralston_one"), (names[1], "ralston_two")))
+    assert type(registry.base_solver("ralston")).__name__ == ("Ralston_ralston_one" if names[0] == "aaa" else "Ralston_ralston_two")
+
+
+def test_a_raising_hook_is_isolated_and_reported_like_a_failed_import(monkeypatch, capsys):
+    class Huber(flowsolve.losses.LTE):
+        name = "huber"
+
+    def boom():
+        raise RuntimeError("boom")
+
+    module = plugin_module(monkeypatch, "raising_plugin")
+    module.flowsolve_base_solvers = flowsolve.hookimpl(boom)
+    module.flowsolve_models = flowsolve.hookimpl(lambda: ["not", "a", "mapping"])
+    module.flowsolve_losses = flowsolve.hookimpl(lambda: {"huber": Huber})
+    module.flowsolve_detect_adapter = flowsolve.hookimpl(lambda model: 1 / 0)
+    with pytest.warns(UserWarning) as caught:
+        found = discover(("raising", "raising_plugin"))
+    messages = [str(w.message) for w in caught]
+    assert any(re.search(r"plugin 'raising'.*flowsolve_base_solvers raised RuntimeError: boom", m) for m in messages)
+    assert any(re.search(r"plugin 'raising'.*flowsolve_models returned a list, not a mapping", m) for m in messages)
+    error = record_of(found, "raising").error
+    assert "flowsolve_base_solvers raised RuntimeError: boom" in error and "flowsolve_models returned a list" in error
+    assert "midpoint" in found.base_solvers() and "gmm-fm-ot" in found.models() and "huber" in found.losses()
+    monkeypatch.setattr(registry, "_REGISTRY", found)
+    with pytest.warns(UserWarning, match=r"plugin 'raising'.*flowsolve_detect_adapter raised ZeroDivisionError"):
+        with pytest.raises(registry.UnknownNameError, match="no plugin recognises"):
+            flowsolve.adapt(object())
+    assert "ZeroDivisionError" in record_of(found, "raising").error
+    assert main(["plugins"]) == 1  # like a plugin that fails to import: listed as FAILED, the rest listed
+    out = capsys.readouterr().out
+    assert "FAILED" in out and "RuntimeError: boom" in out and "midpoint" in out and "gmm-fm-ot" in out
+
+
+def test_an_invalid_override_declaration_is_the_plugins_error(monkeypatch):
+    module = plugin_module(monkeypatch, "confused_plugin")
+    module.flowsolve_overrides = flowsolve.hookimpl(lambda: {"base solvers": ["midpoint"]})
+    with pytest.warns(UserWarning, match=r"flowsolve_overrides.*'base solvers'.*'base solver'"):
+        found = discover(("confused", "confused_plugin"))
+    assert "flowsolve_overrides" in record_of(found, "confused").error
+
+
+def test_two_plugins_recognising_one_model_are_refused_naming_both(monkeypatch):
+    for module_name, kind in (("detect_one", "fm-ot"), ("detect_two", "eps-vp")):
+        module = plugin_module(monkeypatch, module_name)
+        module.flowsolve_detect_adapter = flowsolve.hookimpl(lambda model, kind=kind: (kind, {}) if getattr(model, "odd", False) else None)
+    monkeypatch.setattr(registry, "_REGISTRY", discover(("zzz", "detect_one"), ("aaa", "detect_two")))
+
+    class Model:
+        odd = True
+
+        def __call__(self, x, t):
+            return x
+
+    with pytest.raises(registry.NameClashError, match=r"plugin 'aaa'.*'eps-vp'.*plugin 'zzz'.*'fm-ot'.*kind="):
+        flowsolve.adapt(Model())
+    assert flowsolve.adapt(Model(), "fm-ot") is not None

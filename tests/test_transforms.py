@@ -57,6 +57,14 @@ def test_identity_initialisation():
     assert bool((dt == 1).all()) and bool((s == 1).all()) and bool((ds == 0).all())
 
 
+@pytest.mark.parametrize("base", BASES + [flowsolve.AdamsBashforth(2)], ids=repr)
+def test_identity_raw_time_increments_are_ones_on_evenly_spaced_grids(base):
+    # The built-in tableaux space their nodes evenly: raw identity parameters stay exactly 1,
+    # as in solver files saved before the increments followed the node spacing.
+    params = flowsolve.ScaleTime().init_parameters(base.node_grid(4))
+    assert bool((params["time_increments"] == 1).all()) and bool((params["time_derivative"] == 1).all())
+
+
 def test_set_node_values_rejects_what_the_transform_cannot_express():
     solver = flowsolve.compose(flowsolve.TimeOnly(), flowsolve.Midpoint()).at(nfe=4)
     values = flowsolve.compose(flowsolve.ScaleTime(), flowsolve.Midpoint()).at(nfe=4).nodes()
