@@ -23,10 +23,10 @@ from pathlib import Path
 import torch
 
 import flowsolve
-from flowsolve.baselines import DPMSolverPP2M
+from flowsolve.baselines.training_free import DPMSolverPP2M
 from flowsolve.cli import _store_for, main as cli_main
-from flowsolve.fit import evaluate
-from flowsolve.registry import model
+from flowsolve.training.fit import evaluate
+from flowsolve.plugins.registry import model
 
 
 def fit_non_stationary(u, nfe, store, iterations):

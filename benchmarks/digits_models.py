@@ -15,9 +15,9 @@ import time
 import torch
 
 import flowsolve
-from flowsolve.registry import lookup, model
-from flowsolve.report import compare, table
-from flowsolve.store import TrajectoryStore
+from flowsolve.plugins.registry import lookup, model
+from flowsolve.training.evaluation import compare, table
+from flowsolve.training.store import TrajectoryStore
 
 
 def main() -> None:

@@ -21,8 +21,8 @@ def worker(paths: int, directory: str) -> None:
     import torch
 
     import flowsolve
-    from flowsolve import distributed
-    from flowsolve.store import TrajectoryStore
+    from flowsolve.training import distributed
+    from flowsolve.training.store import TrajectoryStore
 
     torch.set_num_threads(1)
     context = distributed.setup()

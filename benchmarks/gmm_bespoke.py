@@ -18,7 +18,7 @@ import torch
 
 import flowsolve
 from flowsolve import LTE, RMSE, RMSEBound
-from flowsolve.store import TrajectoryStore
+from flowsolve.training.store import TrajectoryStore
 
 LOSSES = {"rmse": RMSE, "rmse-bound": RMSEBound, "lte": LTE}
 

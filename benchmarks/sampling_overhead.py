@@ -16,7 +16,7 @@ import time
 import torch
 
 import flowsolve
-from flowsolve.registry import model
+from flowsolve.plugins.registry import model
 
 
 def median_seconds(function, repeats: int) -> float:

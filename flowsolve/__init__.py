@@ -6,60 +6,67 @@ plugin of the conformance suite, loaded in every pytest run) does not pay for to
 
 import importlib
 
-from ._version import __version__
+from flowsolve import _moved_modules
+from flowsolve._version import __version__
+
+_moved_modules.install()
 
 _EXPORTS = {
-    "adapters": ".adapters",
+    "adapters": ".models.adapters",
     "baselines": ".baselines",
-    "distributed": ".distributed",
-    "losses": ".losses",
-    "nonstationary": ".nonstationary",  # the README documents flowsolve.nonstationary.trace
-    "registry": ".registry",
-    "AdamsBashforth": ".multistep",
-    "BaseSolver": ".base_solvers",
-    "ButcherTableau": ".tableau",
-    "ClassifierFreeGuidance": ".adapters",
-    "Euler": ".base_solvers",
-    "GaussianMixtureFlow": ".gaussian_mixture",
-    "GroundTruth": ".reference_paths",
-    "Heun": ".base_solvers",
-    "LTE": ".losses",
-    "Loss": ".losses",
-    "Midpoint": ".base_solvers",
-    "MultistepSolver": ".multistep",
-    "NodeGrid": ".grid",
-    "NodeValues": ".transforms",
-    "NonStationary": ".nonstationary",
-    "NonStationarySolver": ".nonstationary",
-    "Nodes": ".solver",
-    "NonFiniteVelocityError": ".velocity",
-    "PSNRLoss": ".losses",
-    "ParametricSolver": ".solver",
-    "RK3": ".base_solvers",
-    "RK38": ".base_solvers",
-    "RK4": ".base_solvers",
-    "RMSE": ".losses",
-    "RMSEBound": ".losses",
-    "Rescheduled": ".rescheduling",
-    "ScaleOnly": ".transforms",
-    "ScaleTime": ".transforms",
-    "SolverFamily": ".family",
+    "distributed": ".training.distributed",
+    "losses": ".training.losses",
+    "nonstationary": ".solvers.nonstationary",  # the README documents flowsolve.nonstationary.trace
+    "registry": ".plugins.registry",
+    "AdamsBashforth": ".solvers.multistep",
+    "BaseSolver": ".methods.runge_kutta",
+    "ButcherTableau": ".core.tableau",
+    "ClassifierFreeGuidance": ".models.adapters",
+    "Euler": ".methods.runge_kutta",
+    "GaussianMixtureFlow": ".models.gaussian_mixture",
+    "GroundTruth": ".training.ground_truth",
+    "Heun": ".methods.runge_kutta",
+    "LTE": ".training.losses",
+    "Loss": ".training.losses",
+    "Midpoint": ".methods.runge_kutta",
+    "MultistepSolver": ".solvers.multistep",
+    "NodeGrid": ".core.grid",
+    "NodeValues": ".solvers.transforms",
+    "NonStationary": ".solvers.nonstationary",
+    "NonStationarySolver": ".solvers.nonstationary",
+    "Nodes": ".solvers.parametric",
+    "NonFiniteVelocityError": ".core.field",
+    "PSNRLoss": ".training.losses",
+    "ParametricSolver": ".solvers.parametric",
+    "RK3": ".methods.runge_kutta",
+    "RK38": ".methods.runge_kutta",
+    "RK4": ".methods.runge_kutta",
+    "RMSE": ".training.losses",
+    "RMSEBound": ".training.losses",
+    "Rescheduled": ".paths.rescheduling",
+    "ScaleOnly": ".solvers.transforms",
+    "ScaleTime": ".solvers.transforms",
+    "SolverFamily": ".solvers.family",
     "SolverFileError": ".persistence",
-    "StoreMismatchError": ".store",
-    "TimeOnly": ".transforms",
-    "Trajectory": ".solver",
-    "TrajectoryStore": ".store",
-    "Transform": ".transforms",
-    "adapt": ".adapters",
-    "batched_time": ".velocity",
-    "compose": ".family",
-    "evaluate": ".fit",
-    "ground_truth": ".reference_paths",
-    "hookimpl": ".hookspecs",
+    "StoreMismatchError": ".training.store",
+    "TimeOnly": ".solvers.transforms",
+    "Trajectory": ".solvers.parametric",
+    "TrajectoryStore": ".training.store",
+    "Transform": ".solvers.transforms",
+    "adapt": ".models.adapters",
+    "batched_time": ".core.field",
+    "compose": ".solvers.family",
+    "evaluate": ".training.fit",
+    "ground_truth": ".training.ground_truth",
+    "hookimpl": ".plugins.hookspecs",
     "load": ".persistence",
-    "reschedule": ".rescheduling",
-    "schedulers": ".schedulers",
+    "reschedule": ".paths.rescheduling",
+    "schedulers": ".paths.schedulers",
+    "zoo": ".models.zoo",
 }
+
+# Exports that are modules themselves (the rest are names defined in the module named).
+_MODULE_EXPORTS = {"adapters", "baselines", "distributed", "losses", "nonstationary", "registry", "schedulers", "zoo"}
 
 __all__ = ["__version__", *sorted(_EXPORTS)]
 
@@ -67,9 +74,11 @@ __all__ = ["__version__", *sorted(_EXPORTS)]
 def __getattr__(name):
     if name in _EXPORTS:
         module = importlib.import_module(_EXPORTS[name], __name__)
-        value = module if _EXPORTS[name] == f".{name}" else getattr(module, name)
+        value = module if name in _MODULE_EXPORTS else getattr(module, name)
         globals()[name] = value
         return value
+    if f"{__name__}.{name}" in _moved_modules.MOVED:  # deprecated flat module name, e.g. flowsolve.fingerprint
+        return importlib.import_module(f"{__name__}.{name}")
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 

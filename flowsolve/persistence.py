@@ -14,12 +14,12 @@ from pathlib import Path
 
 import torch
 
-from ._version import __version__
-from .atomic import atomic_write
-from .base_solvers import BaseSolver
-from .tableau import ButcherTableau
+from flowsolve._version import __version__
+from flowsolve.core.atomic import atomic_write
+from flowsolve.methods.runge_kutta import BaseSolver
+from flowsolve.core.tableau import ButcherTableau
 
-FORMAT_NAME = "flowsolve.solver"
+FORMAT_NAME = "flowsolve.solvers.parametric"
 FORMAT_VERSION = 2  # 2: solver families other than transform x base ("family" in the header)
 
 
@@ -136,7 +136,7 @@ def load(path, map_location: str | torch.device = "cpu"):
 
 
 def _family_solver(header: dict, path):
-    from .registry import UnknownNameError, lookup
+    from flowsolve.plugins.registry import UnknownNameError, lookup
 
     try:
         family = lookup("solver family", header["family"])
@@ -150,7 +150,7 @@ def _family_solver(header: dict, path):
 
 
 def _transform_from_dict(data, path):
-    from .registry import NameClashError, UnknownNameError, lookup
+    from flowsolve.plugins.registry import NameClashError, UnknownNameError, lookup
 
     name = data.get("name") if isinstance(data, dict) else None
     if not isinstance(name, str):
@@ -179,7 +179,7 @@ def _transform_from_dict(data, path):
 def _base_from_dict(data, path) -> BaseSolver:
     """The base solver registered under the stored name, as the class its plugin registered; a bare
     tableau under a name nothing registers (e.g. ``BaseSolver(my_tableau)``) as a plain BaseSolver."""
-    from .registry import NameClashError, UnknownNameError, lookup
+    from flowsolve.plugins.registry import NameClashError, UnknownNameError, lookup
 
     name = data.get("name") if isinstance(data, dict) else None
     if not isinstance(name, str):
@@ -220,7 +220,7 @@ def _tableau(data: dict, path) -> ButcherTableau:
 
 
 def _registered(kind: str) -> dict:
-    from .registry import registry
+    from flowsolve.plugins.registry import registry
 
     return registry().table(kind)
 
@@ -275,5 +275,5 @@ def _difference(stored: dict, rebuilt: dict, path, place: str) -> str | None:
             return (f"{path}: the {place} stores {key!r} = {stored[key]!r}, but the solver rebuilt from it "
                     f"has {key!r} = {rebuilt[key]!r}: whatever provides it does not restore this option on loading "
                     f"(a plugin base solver or transform with options needs a from_dict that reads them; see "
-                    f"flowsolve.hookspecs)")
+                    f"flowsolve.plugins.hookspecs)")
     return None

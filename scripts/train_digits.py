@@ -30,7 +30,7 @@ import torch  # noqa: E402
 
 import flowsolve  # noqa: E402
 from flowsolve import schedulers, zoo  # noqa: E402
-from flowsolve.fingerprint import model_fingerprint  # noqa: E402
+from flowsolve.core.fingerprint import model_fingerprint  # noqa: E402
 
 HELD_OUT = 297
 SPLIT_SEED = 0

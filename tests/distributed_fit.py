@@ -7,8 +7,8 @@ import sys
 import torch
 
 import flowsolve
-from flowsolve import distributed
-from flowsolve.store import TrajectoryStore
+from flowsolve.training import distributed
+from flowsolve.training.store import TrajectoryStore
 
 torch.set_num_threads(1)
 

@@ -6,9 +6,9 @@ import pytest
 import torch
 
 import flowsolve
-from flowsolve import schedulers
-from flowsolve.gaussian_mixture import GaussianMixtureFlow
-from flowsolve.reference_paths import solve_reference
+from flowsolve.paths import schedulers
+from flowsolve.models.gaussian_mixture import GaussianMixtureFlow
+from flowsolve.training.ground_truth import solve_reference
 
 TIMES = [0.0, 1e-6, 1e-3, 0.1, 0.37, 0.5, 0.81, 0.999, 1 - 1e-6, 1.0]
 
@@ -188,7 +188,7 @@ def test_scheduler_inverses_and_custom_scheduler():
 
 
 def test_fingerprints_see_adapter_configuration_and_wrapped_callables():
-    from flowsolve.fingerprint import model_fingerprint
+    from flowsolve.core.fingerprint import model_fingerprint
 
     class Net(torch.nn.Linear):
         def forward(self, x, t):
@@ -211,7 +211,7 @@ def test_fingerprints_see_adapter_configuration_and_wrapped_callables():
 
 
 def test_guidance_conditions_are_shared_or_per_sample_and_fingerprinted():
-    from flowsolve.fingerprint import model_fingerprint
+    from flowsolve.core.fingerprint import model_fingerprint
 
     model = lambda x, t, c: x * c.reshape(-1, 1)  # noqa: E731
     one = flowsolve.ClassifierFreeGuidance(model, 1.0, torch.tensor([3.0]), torch.tensor([1.0]))

@@ -6,10 +6,10 @@ import pytest
 import torch
 
 import flowsolve
-from flowsolve import schedulers
-from flowsolve.baselines import DDIM, DPMSolverPP2M, EDMHeun, builtin_baselines, predictions
-from flowsolve.reference_paths import solve_reference
-from flowsolve.metrics import rmse
+from flowsolve.paths import schedulers
+from flowsolve.baselines.training_free import DDIM, DPMSolverPP2M, EDMHeun, builtin_baselines, predictions
+from flowsolve.training.ground_truth import solve_reference
+from flowsolve.training.metrics import rmse
 
 SCHEDULERS = [schedulers.FMOT(), schedulers.Cosine(), schedulers.VP()]
 
@@ -75,7 +75,7 @@ def test_gaussian_baselines_need_a_scheduler():
 
 
 def test_grids_stay_inside_the_times_the_model_is_evaluated_at():
-    from flowsolve.baselines import GRID_SPACINGS, sigma_range, solver_grid
+    from flowsolve.baselines.training_free import GRID_SPACINGS, sigma_range, solver_grid
 
     u = flowsolve.adapt(lambda x, s: torch.zeros_like(x), "eps-vp")  # stops at s = 1e-3
     scheduler = u.scheduler
@@ -95,7 +95,7 @@ def test_grids_stay_inside_the_times_the_model_is_evaluated_at():
 
 
 def test_best_grid_row_is_the_lowest_dpm_solver_variant_per_budget():
-    from flowsolve.report import compare
+    from flowsolve.training.evaluation import compare
 
     flow = flowsolve.GaussianMixtureFlow.random(4, 3, seed=2, scheduler=schedulers.VP())
     reference = flowsolve.ground_truth(flow, torch.randn(16, 4, dtype=torch.float64, generator=torch.Generator().manual_seed(0)))
@@ -119,7 +119,7 @@ def test_edm_heun_keeps_edms_schedule_on_full_paths_and_stops_at_a_finite_end():
 
 
 def test_ddim_keeps_its_uniform_grid_and_evaluates_only_where_the_model_is_defined():
-    from flowsolve.baselines import uniform_time_grid
+    from flowsolve.baselines.training_free import uniform_time_grid
 
     eps_vp = flowsolve.adapt(lambda x, s: torch.zeros_like(x), "eps-vp")  # evaluated up to t = 0.999
     assert uniform_time_grid(eps_vp, 8) == [i / 8 for i in range(9)]

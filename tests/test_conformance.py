@@ -14,7 +14,7 @@ from flowsolve.conformance.check import Status
 from flowsolve.conformance.plan import plan
 from flowsolve.conformance.profiles import DEFAULT, EFFORTS, QUICK
 from flowsolve.conformance.subject import from_object, resolve
-from flowsolve.registry import UnknownNameError
+from flowsolve.plugins.registry import UnknownNameError
 
 pytest_plugins = ["pytester"]
 
@@ -173,7 +173,7 @@ def test_unknown_name_lists_the_registered_ones():
 
 
 @pytest.mark.parametrize("spec, kind", [
-    ("flowsolve.base_solvers:MIDPOINT", "base solver"),  # a tableau
+    ("flowsolve.methods.runge_kutta:MIDPOINT", "base solver"),  # a tableau
     ("flowsolve:RK4", "base solver"),  # a BaseSolver class
     ("flowsolve:ScaleOnly", "transform"),  # a Transform class
     (f"{FIXTURES}:wrong_c_midpoint", "base solver"),  # a BaseSolver instance

@@ -49,7 +49,7 @@ def test_a_dying_rank_is_an_error_not_a_hang(tmp_path):
 def test_a_bad_timeout_variable_warns_and_falls_back(monkeypatch, value):
     import datetime
 
-    from flowsolve import distributed
+    from flowsolve.training import distributed
 
     monkeypatch.setenv("FLOWSOLVE_DIST_TIMEOUT", value)
     with pytest.warns(UserWarning, match=rf"FLOWSOLVE_DIST_TIMEOUT={value!r} is not a positive number of seconds"):

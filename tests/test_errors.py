@@ -94,7 +94,7 @@ def test_fit_refuses_bad_numbers_before_any_work(options, message):
     (dict(max_step=float("nan")), "max_step must be None"),
 ])
 def test_ground_truth_refuses_bad_tolerances(options, message):
-    from flowsolve.reference_paths import ground_truth, solve_reference
+    from flowsolve.training.ground_truth import ground_truth, solve_reference
 
     with pytest.raises(ValueError, match=message):
         ground_truth(Untouchable(), torch.zeros(2, 2), **options)

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 import torch
 
-from flowsolve.fingerprint import model_fingerprint
+from flowsolve.core.fingerprint import model_fingerprint
 
 ARGS = ((2,), torch.float32, torch.device("cpu"))
 

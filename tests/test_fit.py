@@ -4,10 +4,10 @@ import pytest
 import torch
 
 import flowsolve
-from flowsolve.fit import evaluate
-from flowsolve.gaussian_mixture import GaussianMixtureFlow
-from flowsolve.store import StoreMismatchError, TrajectoryStore
-from flowsolve.velocity import NonFiniteVelocityError
+from flowsolve.training.fit import evaluate
+from flowsolve.models.gaussian_mixture import GaussianMixtureFlow
+from flowsolve.training.store import StoreMismatchError, TrajectoryStore
+from flowsolve.core.field import NonFiniteVelocityError
 
 SMALL = dict(train_trajectories=64, val_trajectories=32, batch_size=16, progress=False)
 
@@ -130,7 +130,7 @@ def test_bad_options_are_refused(flow, family):
 
 
 def test_fingerprints_tell_modules_apart_by_their_weights_and_buffers():
-    from flowsolve.fingerprint import model_fingerprint
+    from flowsolve.core.fingerprint import model_fingerprint
 
     class Field(torch.nn.Linear):
         def forward(self, t, x):
@@ -200,8 +200,8 @@ def test_fit_starts_from_init_and_only_improves_on_it(flow, family):
 
 @pytest.mark.parametrize("name", ["log-snr", "edm"])
 def test_named_schedules_start_the_fit_from_their_grid(name):
-    from flowsolve import schedulers
-    from flowsolve.schedules import schedule_time
+    from flowsolve.paths import schedulers
+    from flowsolve.paths.time_grids import schedule_time
 
     vp_flow = flowsolve.GaussianMixtureFlow.random(dim=6, components=3, seed=2, scheduler=schedulers.VP())
     family = flowsolve.compose(flowsolve.ScaleTime(), flowsolve.Midpoint())
@@ -219,8 +219,8 @@ def test_named_schedules_start_the_fit_from_their_grid(name):
 
 
 def test_cosine_schedule_of_an_fm_ot_model_is_the_exact_rescheduling_time():
-    from flowsolve import schedulers
-    from flowsolve.schedules import schedule_time
+    from flowsolve.paths import schedulers
+    from flowsolve.paths.time_grids import schedule_time
 
     r = torch.linspace(0, 1, 11, dtype=torch.float64)
     expected = flowsolve.reschedule(lambda t, x: x, schedulers.FMOT(), schedulers.Cosine()).time(r)

@@ -3,9 +3,9 @@
 import pytest
 import torch
 
-from flowsolve.gaussian_mixture import GaussianMixtureFlow
-from flowsolve.reference_paths import solve_reference
-from flowsolve.schedulers import VP, Cosine, FMOT
+from flowsolve.models.gaussian_mixture import GaussianMixtureFlow
+from flowsolve.training.ground_truth import solve_reference
+from flowsolve.paths.schedulers import VP, Cosine, FMOT
 
 SCHEDULERS = [FMOT(), Cosine(), VP()]
 

@@ -6,11 +6,11 @@ import pytest
 import torch
 import torchdiffeq
 
-from flowsolve.fingerprint import PROBE_EVALUATIONS
-from flowsolve.gaussian_mixture import GaussianMixtureFlow
-from flowsolve.reference_paths import ground_truth, hermite
-from flowsolve.schedulers import VP
-from flowsolve.store import StoreMismatchError, TrajectoryStore
+from flowsolve.core.fingerprint import PROBE_EVALUATIONS
+from flowsolve.models.gaussian_mixture import GaussianMixtureFlow
+from flowsolve.training.ground_truth import ground_truth, hermite
+from flowsolve.paths.schedulers import VP
+from flowsolve.training.store import StoreMismatchError, TrajectoryStore
 
 
 @pytest.fixture(scope="module")
@@ -127,7 +127,7 @@ def test_store_needs_a_sample_shape():
 
 
 def test_a_shard_that_was_not_written_is_a_clear_error(tmp_path, flow, monkeypatch):
-    import flowsolve.store as store_module
+    import flowsolve.training.store as store_module
 
     real_write = store_module.atomic_write
 

@@ -4,10 +4,10 @@ import pytest
 import torch
 
 import flowsolve
-from flowsolve.gaussian_mixture import GaussianMixtureFlow
-from flowsolve.reference_paths import ground_truth
-from flowsolve.losses import LTE, RMSE, RMSEBound, amplification
-from flowsolve.metrics import per_sample_rms
+from flowsolve.models.gaussian_mixture import GaussianMixtureFlow
+from flowsolve.training.ground_truth import ground_truth
+from flowsolve.training.losses import LTE, RMSE, RMSEBound, amplification
+from flowsolve.training.metrics import per_sample_rms
 
 from flowsolve.conformance.problems import LinearSystem
 
@@ -111,8 +111,8 @@ def test_step_batches_give_the_same_value_and_gradient(loss):
 
 
 def test_psnr_loss_is_minus_the_psnr_of_the_rollout():
-    from flowsolve.losses import PSNRLoss
-    from flowsolve.metrics import psnr
+    from flowsolve.training.losses import PSNRLoss
+    from flowsolve.training.metrics import psnr
 
     flow = GaussianMixtureFlow.random(dim=6, components=3, seed=1)
     gt = ground_truth(flow, torch.randn(8, 6, dtype=torch.float64))
@@ -147,7 +147,7 @@ def test_per_sample_rms_has_a_zero_gradient_at_zero():
 
 
 def test_a_custom_loss_without_a_name_is_named_after_its_class():
-    from flowsolve.losses import Loss
+    from flowsolve.training.losses import Loss
 
     class MyFinalError(Loss):
         def __call__(self, solver, u, gt):

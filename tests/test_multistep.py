@@ -8,7 +8,7 @@ import torch
 
 import flowsolve
 from flowsolve.conformance.problems import LinearSystem
-from flowsolve.losses import RMSE, RMSEBound, amplification
+from flowsolve.training.losses import RMSE, RMSEBound, amplification
 from tests.solver_parameters import randomize_parameters
 
 

@@ -4,9 +4,9 @@ import pytest
 import torch
 
 import flowsolve
-from flowsolve import schedulers
-from flowsolve.baselines import DDIM, DPMSolverPP2M
-from flowsolve.nonstationary import NonStationarySolver, trace
+from flowsolve.paths import schedulers
+from flowsolve.baselines.training_free import DDIM, DPMSolverPP2M
+from flowsolve.solvers.nonstationary import NonStationarySolver, trace
 from flowsolve.persistence import SolverFileError
 from tests.solver_parameters import randomize_parameters
 

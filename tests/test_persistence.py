@@ -10,7 +10,7 @@ import pytest
 import torch
 
 import flowsolve
-from flowsolve import registry
+from flowsolve.plugins import registry
 from flowsolve.persistence import FORMAT_VERSION, SolverFileError, _checksum
 
 from .solver_parameters import randomize_parameters

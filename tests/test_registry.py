@@ -10,7 +10,8 @@ import warnings
 import pytest
 
 import flowsolve
-from flowsolve import hookspecs, registry
+from flowsolve.plugins import hookspecs
+from flowsolve.plugins import registry
 from flowsolve.cli import main
 
 
@@ -52,7 +53,7 @@ def third_party(monkeypatch):
 def test_builtins_come_through_the_entry_point():
     found = registry.Registry()
     builtin = next(r for r in found.records if r.name == "builtin")
-    assert builtin.error is None and builtin.source.startswith("flowsolve.builtin_plugin")
+    assert builtin.error is None and builtin.source.startswith("flowsolve.plugins.builtin")
     assert {"euler", "midpoint", "heun", "rk3", "rk4", "rk38"} <= set(found.base_solvers())
     assert set(found.transforms()) >= {"scale-time", "time-only", "scale-only"}
     assert set(found.losses()) >= {"rmse", "rmse-bound", "lte"}
@@ -107,7 +108,7 @@ def test_unknown_names_list_the_valid_ones():
 def test_cli_lists_plugins_and_their_sources(capsys, third_party):
     assert main(["plugins"]) == 0
     out = capsys.readouterr().out
-    assert "builtin" in out and "flowsolve.builtin_plugin" in out and "fake_flowsolve_plugin" in out
+    assert "builtin" in out and "flowsolve.plugins.builtin" in out and "fake_flowsolve_plugin" in out
     assert "ralston" in out and "doubled" in out and "euler-started" in out and "non-stationary" in out
 
 
@@ -152,7 +153,7 @@ def test_a_plugin_cannot_silently_replace_a_builtin(monkeypatch, capsys, plugin_
     module = plugin_module(monkeypatch, "impostor_plugin")
     module.flowsolve_base_solvers = flowsolve.hookimpl(lambda: {"midpoint": Impostor})
     with pytest.warns(UserWarning, match=rf"plugin '{plugin_name}' \(impostor_plugin.*provides base solver 'midpoint'.*"
-                                         r"built-in.*flowsolve\.builtin_plugin.*ignored.*flowsolve_overrides"):
+                                         r"built-in.*flowsolve\.plugins\.builtin.*ignored.*flowsolve_overrides"):
         found = discover((plugin_name, "impostor_plugin"))
     monkeypatch.setattr(registry, "_REGISTRY", found)
     assert type(registry.base_solver("midpoint")) is flowsolve.Midpoint  # what `flowsolve fit` uses by default

@@ -5,7 +5,7 @@ import torch
 import torchdiffeq
 
 import flowsolve
-from flowsolve.velocity import batched_time
+from flowsolve.core.field import batched_time
 
 from flowsolve.conformance.problems import CosineGrowth, LinearSystem, Logistic
 

@@ -8,8 +8,8 @@ import stat
 import pytest
 import torch
 
-from flowsolve.gaussian_mixture import GaussianMixtureFlow
-from flowsolve.store import StoreMismatchError, TrajectoryStore
+from flowsolve.models.gaussian_mixture import GaussianMixtureFlow
+from flowsolve.training.store import StoreMismatchError, TrajectoryStore
 
 LOOSE = {"rtol": 1e-3, "atol": 1e-3, "shard_size": 4}
 
@@ -127,7 +127,7 @@ def test_store_files_honour_the_umask(tmp_path, flow, umask, mode):
 
 
 def test_the_atomic_writer_honours_the_umask_and_leaves_nothing_on_failure(tmp_path):
-    from flowsolve.atomic import atomic_write
+    from flowsolve.core.atomic import atomic_write
 
     previous = os.umask(0o027)
     try:

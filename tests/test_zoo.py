@@ -7,8 +7,8 @@ import pytest
 import torch
 
 import flowsolve
-from flowsolve import zoo
-from flowsolve.fingerprint import model_fingerprint
+from flowsolve.models import zoo
+from flowsolve.core.fingerprint import model_fingerprint
 
 # Statistics of all 1797 images of sklearn.datasets.load_digits() scaled to [-1, 1]
 # (pixel / 8 - 1), measured once so that this test does not need scikit-learn.
@@ -162,11 +162,11 @@ def test_public_names_resolve():
 
 
 def test_registered_through_the_models_hook():
-    from flowsolve.registry import registry
+    from flowsolve.plugins.registry import registry
 
     registered = registry().models()
     if "digits-fm-ot" not in registered:
-        pytest.skip("flowsolve.builtin_plugin does not register flowsolve.zoo.models() yet")
+        pytest.skip("flowsolve.plugins.builtin does not register flowsolve.zoo.models() yet")
     for name in zoo.MODEL_NAMES:
         assert model_fingerprint(registered[name](), (64,), torch.float32, "cpu") == model_fingerprint(
             zoo.load_model(name), (64,), torch.float32, "cpu"

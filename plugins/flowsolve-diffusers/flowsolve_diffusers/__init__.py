@@ -13,7 +13,7 @@ Example::
 
 from __future__ import annotations
 
-from flowsolve.hookspecs import hookimpl
+from flowsolve.plugins.hookspecs import hookimpl
 
 from .adapter import PREDICTION_TYPES, DiffusersVelocity, diffusers_adapter, is_pipeline
 from .schedule import DiscreteVP

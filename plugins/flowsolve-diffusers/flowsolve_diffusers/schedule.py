@@ -37,7 +37,7 @@ the network was trained at, and every coefficient is finite on ``[0, 1]``.
 from __future__ import annotations
 
 import torch
-from flowsolve import schedulers
+from flowsolve.paths import schedulers
 
 # Floor for alphas_cumprod: zero-terminal-SNR schedules (rescale_betas_zero_snr) end at exactly 0,
 # whose logarithm is -inf; the floor keeps every coefficient finite (alpha(0) = 1e-6 then).

@@ -17,7 +17,7 @@ from pathlib import Path
 import torch
 
 import flowsolve
-from flowsolve.reference_paths import solve_reference
+from flowsolve.training.ground_truth import solve_reference
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 from test_diffusers_adapter import ddim_sample, make_scheduler, make_unet, noise, relative_rmse  # noqa: E402

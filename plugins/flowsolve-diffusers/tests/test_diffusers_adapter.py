@@ -9,8 +9,8 @@ diffusers = pytest.importorskip("diffusers")
 
 import flowsolve  # noqa: E402
 from flowsolve import registry  # noqa: E402
-from flowsolve.fingerprint import model_fingerprint  # noqa: E402
-from flowsolve.reference_paths import solve_reference  # noqa: E402
+from flowsolve.core.fingerprint import model_fingerprint  # noqa: E402
+from flowsolve.training.ground_truth import solve_reference  # noqa: E402
 
 from flowsolve_diffusers import DiffusersVelocity, DiscreteVP  # noqa: E402
 

@@ -7,7 +7,7 @@ import torch
 import torchdiffeq
 
 import flowsolve
-from flowsolve import registry
+from flowsolve.plugins import registry
 
 flowsolve_torchdiffeq = pytest.importorskip(
     "flowsolve_torchdiffeq", reason="install the plugin first: pip install -e plugins/flowsolve-torchdiffeq"

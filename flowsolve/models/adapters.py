@@ -1,0 +1,321 @@
+"""Model adapters: turn a network trained in another parameterisation or time convention into
+a velocity field ``u(t, x)`` with t = 0 noise, t = 1 data (DESIGN.md §1, §6).
+
+All adapters call the network as ``model(x, time)`` with a per-sample ``(batch,)`` time, and
+accept per-sample times themselves. Conversions that are singular at an end point evaluate
+the network at the nearest safe time (``t_min`` from that end) instead: documented per adapter.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from flowsolve.paths import schedulers as _schedulers
+from flowsolve.core.field import VelocityField
+
+
+def _expand(t: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+    t = torch.as_tensor(t, dtype=x.dtype, device=x.device)
+    return t.expand(x.shape[0]) if t.dim() == 0 else t
+
+
+def _column(values: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+    return values.reshape(-1, *([1] * (x.dim() - 1)))
+
+
+class Adapter(nn.Module):
+    """Base class: wraps ``model`` (kept as a submodule when it is one, so fingerprints see its weights)."""
+
+    accepts_batched_time = True
+    kind = "adapter"
+
+    def __init__(self, model, scheduler: _schedulers.Scheduler, time: str = "flow"):
+        super().__init__()
+        if not callable(model):
+            raise TypeError(f"the model must be callable as model(x, time), got {type(model).__name__}")
+        if time not in ("flow", "diffusion"):
+            raise ValueError(f"time must be 'flow' (t, 0 = noise) or 'diffusion' (s = 1 - t, 1 = noise), got {time!r}")
+        self.model, self.scheduler, self.time = model, scheduler, time
+        shape = getattr(model, "sample_shape", None)
+        if shape is not None:
+            self.sample_shape = tuple(shape)
+
+    def network(self, x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+        """Call the model in its own time convention; ``t`` is ``(batch,)`` flow time."""
+        out = self.model(x, t if self.time == "flow" else 1 - t)
+        if not isinstance(out, torch.Tensor) or out.shape != x.shape:
+            got = tuple(out.shape) if isinstance(out, torch.Tensor) else type(out).__name__
+            raise ValueError(f"the {self.kind} model returned {got} for x of shape {tuple(x.shape)}; expected x's shape")
+        return out
+
+    @property
+    def time_range(self) -> tuple[float, float]:
+        """The flow times at which the network is really evaluated (outside: held at the ends)."""
+        return (0.0, 1.0)
+
+    def extra_repr(self) -> str:
+        return f"kind={self.kind!r}, scheduler={self.scheduler!r}, time={self.time!r}, time_range={self.time_range}"
+
+
+class VelocityPrediction(Adapter):
+    """The network predicts the velocity of ``scheduler``'s path (``fm-ot``, ``fm-cs``).
+
+    With ``time="diffusion"`` the network runs from data (s = 0) to noise (s = 1): it is
+    called at ``s = 1 - t`` and its velocity is negated.
+    """
+
+    kind = "velocity"
+
+    def forward(self, t, x):
+        out = self.network(x, _expand(t, x))
+        return out if self.time == "flow" else -out
+
+
+class NoisePrediction(Adapter):
+    """The network predicts the noise ``eps = x_0``:
+    ``u = (alpha'/alpha) x + (sigma' - alpha' sigma / alpha) eps``.
+
+    Singular where ``alpha = 0`` (FM-OT and cosine at t = 0): there the network and the
+    coefficients are evaluated at ``t_min`` (default 1e-3 when ``alpha_0 = 0``, else 0). Also
+    singular where ``sigma'`` is infinite (VP at t = 1): evaluated at ``t_max`` there (default
+    ``1 - 1e-3``, the usual score-SDE stopping time ``s = 1e-3``; else 1).
+    """
+
+    kind = "eps"
+
+    def __init__(self, model, scheduler, time="flow", t_min: float | None = None, t_max: float | None = None):
+        super().__init__(model, scheduler, time)
+        ends = torch.tensor([0.0, 1.0], dtype=torch.float64)
+        if t_min is None:
+            t_min = 1e-3 if float(scheduler.alpha(ends[0])) == 0 else 0.0
+        if t_max is None:
+            t_max = 1.0 if bool(torch.isfinite(scheduler.d_sigma(ends[1]))) else 1 - 1e-3
+        if not 0 <= t_min < t_max <= 1:
+            raise ValueError(f"need 0 <= t_min < t_max <= 1, got t_min={t_min}, t_max={t_max}")
+        self.t_min, self.t_max = t_min, t_max
+
+    @property
+    def time_range(self) -> tuple[float, float]:
+        return (self.t_min, self.t_max)
+
+    def forward(self, t, x):
+        t = _expand(t, x).clamp(self.t_min, self.t_max)
+        s = self.scheduler
+        alpha, sigma, d_alpha, d_sigma = (_column(f(t), x) for f in (s.alpha, s.sigma, s.d_alpha, s.d_sigma))
+        return d_alpha / alpha * x + (d_sigma - d_alpha * sigma / alpha) * self.network(x, t)
+
+
+class DataPrediction(Adapter):
+    """The network predicts the data ``x_1``:
+    ``u = (sigma'/sigma) x + (alpha' - sigma' alpha / sigma) x1``.
+
+    Singular where ``sigma = 0`` (t = 1): evaluated at ``1 - t_min`` there (default 1e-3 when
+    ``sigma_1 = 0``, else 0: a path that ends above zero noise is used up to its end).
+    """
+
+    kind = "x-pred"
+
+    def __init__(self, model, scheduler, time="flow", t_min: float | None = None):
+        super().__init__(model, scheduler, time)
+        if t_min is None:
+            ends_clean = float(scheduler.sigma(torch.tensor(1.0, dtype=torch.float64))) < 1e-12  # cos(pi/2) != 0 in floats
+            t_min = 1e-3 if ends_clean else 0.0
+        if not 0 <= t_min < 1:
+            raise ValueError(f"need 0 <= t_min < 1, got t_min={t_min}")
+        self.t_min = t_min
+
+    @property
+    def time_range(self) -> tuple[float, float]:
+        return (0.0, 1 - self.t_min)
+
+    def forward(self, t, x):
+        t = _expand(t, x).clamp(max=1 - self.t_min)
+        s = self.scheduler
+        alpha, sigma, d_alpha, d_sigma = (_column(f(t), x) for f in (s.alpha, s.sigma, s.d_alpha, s.d_sigma))
+        return d_sigma / sigma * x + (d_alpha - d_sigma * alpha / sigma) * self.network(x, t)
+
+
+class VPrediction(Adapter):
+    """The network predicts ``v = alpha eps - sigma x1`` (Salimans & Ho) on a variance-preserving
+    path (``alpha^2 + sigma^2 = 1``): ``u = (sigma' alpha - alpha' sigma) v``. Regular on the
+    cosine path; on VP the factor is infinite at t = 1, so the network is held at ``t_max``
+    (default ``1 - 1e-3``) there."""
+
+    kind = "v-pred"
+
+    def __init__(self, model, scheduler, time="flow", t_max: float | None = None):
+        super().__init__(model, scheduler, time)
+        if not scheduler.is_variance_preserving():
+            raise ValueError(
+                f"v-prediction needs a variance-preserving scheduler (alpha^2 + sigma^2 = 1); {scheduler!r} is not. "
+                "Use schedulers.Cosine() or schedulers.VP()"
+            )
+        if t_max is None:  # VP's sigma' is infinite at t = 1: stop at s = 1e-3 there
+            t_max = 1.0 if bool(torch.isfinite(scheduler.d_sigma(torch.tensor(1.0, dtype=torch.float64)))) else 1 - 1e-3
+        self.t_max = t_max
+
+    @property
+    def time_range(self) -> tuple[float, float]:
+        return (0.0, self.t_max)
+
+    def forward(self, t, x):
+        t = _expand(t, x).clamp(max=self.t_max)
+        s = self.scheduler
+        factor = s.d_sigma(t) * s.alpha(t) - s.d_alpha(t) * s.sigma(t)
+        return _column(factor, x) * self.network(x, t)
+
+
+class EDMDenoiser(Adapter):
+    """A Karras et al. (EDM) denoiser ``D(x, sigma)`` estimating the data from ``x1 + sigma n``.
+
+    Sampled on the FM-OT path: ``x_t = t x1 + (1 - t) x0`` is ``t`` times the EDM state at
+    ``sigma = (1 - t) / t``, so ``x1_hat = D(x_t / t, (1 - t)/t)`` and ``u = (x1_hat - x_t)/(1 - t)``.
+    ``sigma`` is clamped to ``[sigma_min, sigma_max]`` (the range the denoiser was trained on),
+    which also keeps both end points finite.
+    """
+
+    kind = "edm"
+
+    def __init__(self, model, sigma_min: float = 0.002, sigma_max: float = 80.0):
+        super().__init__(model, _schedulers.FMOT())
+        if not 0 < sigma_min < sigma_max:
+            raise ValueError(f"need 0 < sigma_min < sigma_max, got {sigma_min}, {sigma_max}")
+        self.sigma_min, self.sigma_max = sigma_min, sigma_max
+
+    @property
+    def time_range(self) -> tuple[float, float]:
+        return (1 / (1 + self.sigma_max), 1 / (1 + self.sigma_min))
+
+    def forward(self, t, x):
+        t = _expand(t, x).clamp(1 / (1 + self.sigma_max), 1 / (1 + self.sigma_min))
+        column = _column(t, x)
+        data = self.model(x / column, (1 - t) / t)
+        return (data - x) / (1 - column)
+
+
+class ClassifierFreeGuidance(nn.Module):
+    """Classifier-free guidance: ``(1 + w) m(x, t, c) - w m(x, t, null)``, with the conditional and
+    unconditional passes batched into one forward call of twice the batch.
+
+    One call is one evaluation (NFE) and two network forward passes per sample: ``calls``
+    counts the former, ``forward_passes`` the latter.
+
+    Args:
+        model: ``model(x, time, condition)``.
+        weight: guidance weight ``w`` (0: conditional model only).
+        condition, null_condition: conditioning of the conditional and the unconditional pass
+            (e.g. a label and the "no label" token): one row ``(1, ...)`` shared by every sample,
+            or ``(batch, ...)`` one per sample when sampling a batch of that size.
+
+    Example:
+        >>> guided = ClassifierFreeGuidance(net, weight=2.0, condition=labels, null_condition=null)  # doctest: +SKIP
+        >>> u = flowsolve.adapt(guided, "eps-vp")  # doctest: +SKIP
+    """
+
+    def __init__(self, model, weight: float, condition: torch.Tensor, null_condition: torch.Tensor):
+        super().__init__()
+        self.model, self.weight = model, float(weight)
+        # Buffers: they move with .to(device) and enter the model's fingerprint.
+        self.register_buffer("condition", torch.as_tensor(condition))
+        self.register_buffer("null_condition", torch.as_tensor(null_condition))
+        self.calls = 0
+        self.forward_passes = 0
+
+    def extra_repr(self) -> str:
+        return f"weight={self.weight}"
+
+    def _batched(self, condition: torch.Tensor, batch: int, name: str) -> torch.Tensor:
+        if condition.shape[0] == batch:
+            return condition
+        if condition.shape[0] == 1:
+            return condition.expand(batch, *condition.shape[1:])
+        raise ValueError(
+            f"{name} has {condition.shape[0]} rows for a batch of {batch}; give one row (shared by every sample) "
+            "or one per sample (sampling only: fitting draws paths in other orders, so fit with one shared condition)"
+        )
+
+    def forward(self, x, time):
+        batch = x.shape[0]
+        conditions = torch.cat([self._batched(self.condition, batch, "condition"),
+                                self._batched(self.null_condition, batch, "null_condition")])
+        out = self.model(torch.cat([x, x]), torch.cat([time, time]), conditions)
+        conditional, unconditional = out[:batch], out[batch:]
+        self.calls += 1
+        self.forward_passes += 2
+        return (1 + self.weight) * conditional - self.weight * unconditional
+
+
+def _scheduler_option(scheduler, default):
+    if scheduler is None:
+        return default
+    if isinstance(scheduler, _schedulers.Scheduler):
+        return scheduler
+    if scheduler in _schedulers.BUILTIN_SCHEDULERS:
+        return _schedulers.BUILTIN_SCHEDULERS[scheduler]()
+    raise ValueError(
+        f"unknown scheduler {scheduler!r}; use a flowsolve.schedulers object or one of {sorted(_schedulers.BUILTIN_SCHEDULERS)}"
+    )
+
+
+def fm_ot(model, time: str = "flow") -> VelocityField:
+    return VelocityPrediction(model, _schedulers.FMOT(), time)
+
+
+def fm_cs(model, time: str = "flow") -> VelocityField:
+    return VelocityPrediction(model, _schedulers.Cosine(), time)
+
+
+def eps_vp(model, beta_max: float = 20.0, beta_min: float = 0.1, s_min: float = 1e-3) -> VelocityField:
+    """Score-SDE convention: ``eps_model(x, s)`` with diffusion time ``s = 1 - t``, VP scheduler;
+    the network is never called below ``s_min`` (the usual stopping time: the field is singular at s = 0)."""
+    return NoisePrediction(model, _schedulers.VP(beta_max, beta_min), time="diffusion", t_max=1 - s_min)
+
+
+def eps(model, scheduler=None, time: str = "flow", t_min: float | None = None, t_max: float | None = None) -> VelocityField:
+    return NoisePrediction(model, _scheduler_option(scheduler, _schedulers.VP()), time, t_min, t_max)
+
+
+def x_pred(model, scheduler=None, time: str = "flow", t_min: float | None = None) -> VelocityField:
+    return DataPrediction(model, _scheduler_option(scheduler, _schedulers.Cosine()), time, t_min)
+
+
+def v_pred(model, scheduler=None, time: str = "flow", t_max: float | None = None) -> VelocityField:
+    return VPrediction(model, _scheduler_option(scheduler, _schedulers.Cosine()), time, t_max)
+
+
+def edm(model, sigma_min: float = 0.002, sigma_max: float = 80.0) -> VelocityField:
+    return EDMDenoiser(model, sigma_min, sigma_max)
+
+
+BUILTIN_ADAPTERS = {"fm-ot": fm_ot, "fm-cs": fm_cs, "eps-vp": eps_vp, "eps": eps, "x-pred": x_pred,
+                    "v-pred": v_pred, "edm": edm}
+
+
+def adapt(model, kind: str | None = None, **options) -> VelocityField:
+    """Turn ``model`` into a velocity field ``u(t, x)`` (t = 0 noise, t = 1 data).
+
+    Args:
+        model: the network (called as ``model(x, time)``; EDM: ``model(x, sigma)``).
+        kind: a registered adapter kind (``fm-ot``, ``fm-cs``, ``eps-vp``, ``eps``, ``x-pred``,
+            ``v-pred``, ``edm``, or one a plugin adds); ``None`` asks the plugins to recognise the model.
+        options: passed to the adapter (e.g. ``scheduler=``, ``time="diffusion"``).
+
+    Example:
+        >>> import torch
+        >>> u = adapt(lambda x, s: torch.zeros_like(x), "eps-vp")
+        >>> u(torch.tensor(0.5), torch.ones(2, 3)).shape
+        torch.Size([2, 3])
+    """
+    from flowsolve.plugins.registry import UnknownNameError, lookup, registry
+
+    if kind is None:
+        detected = registry().detect_adapter(model)
+        if detected is None:
+            raise UnknownNameError(
+                f"no plugin recognises a {type(model).__name__}; pass kind= one of {sorted(registry().adapters())}"
+            )
+        kind, detected_options = detected
+        options = {**detected_options, **options}
+    factory = lookup("model adapter", kind)
+    return factory(model, **options)

@@ -1,0 +1,66 @@
+"""flowsolve's own solvers, transforms, losses and adapters, registered like any plugin."""
+
+from __future__ import annotations
+
+from flowsolve.plugins.hookspecs import hookimpl
+
+
+@hookimpl
+def flowsolve_base_solvers():
+    from functools import partial
+
+    from flowsolve.methods.runge_kutta import BUILTIN_BASE_SOLVERS
+    from flowsolve.solvers.multistep import AdamsBashforth
+
+    return {**BUILTIN_BASE_SOLVERS, "ab2": partial(AdamsBashforth, 2), "ab3": partial(AdamsBashforth, 3)}
+
+
+@hookimpl
+def flowsolve_transforms():
+    from flowsolve.solvers.transforms import BUILTIN_TRANSFORMS
+
+    return dict(BUILTIN_TRANSFORMS)
+
+
+@hookimpl
+def flowsolve_solver_families():
+    from flowsolve.solvers.nonstationary import NonStationary
+
+    return {NonStationary.name: NonStationary}
+
+
+@hookimpl
+def flowsolve_losses():
+    from flowsolve.training.losses import BUILTIN_LOSSES
+
+    return dict(BUILTIN_LOSSES)
+
+
+@hookimpl
+def flowsolve_model_adapters():
+    from flowsolve.models.adapters import BUILTIN_ADAPTERS
+
+    return dict(BUILTIN_ADAPTERS)
+
+
+@hookimpl
+def flowsolve_detect_adapter(model):
+    """Objects that declare ``flowsolve_adapter = (kind, options)`` pick their own adapter."""
+    declared = getattr(model, "flowsolve_adapter", None)
+    if declared is not None:
+        kind, options = declared
+        return kind, dict(options)
+    return None
+
+
+@hookimpl
+def flowsolve_models():
+    from flowsolve.models.gaussian_mixture import GaussianMixtureFlow
+    from flowsolve.paths.schedulers import VP, Cosine, FMOT
+
+    def gmm(scheduler):
+        return lambda: GaussianMixtureFlow.random(dim=64, components=10, seed=0, scheduler=scheduler)
+
+    from flowsolve.models.zoo import models as bundled_models
+
+    return {"gmm-fm-ot": gmm(FMOT()), "gmm-fm-cs": gmm(Cosine()), "gmm-vp": gmm(VP()), **bundled_models()}

@@ -1,0 +1,114 @@
+"""A solver family: a transform composed with a base solver; ``at(nfe)`` gives a solver."""
+
+from __future__ import annotations
+
+import attrs
+
+from flowsolve.methods.runge_kutta import BaseSolver
+from flowsolve.solvers.parametric import ParametricSolver
+from flowsolve.solvers.transforms import Transform
+
+
+def _check_transform(instance, attribute, value):
+    if not isinstance(value, Transform):
+        raise TypeError(
+            f"transform must be a flowsolve.Transform instance (e.g. ScaleTime()), got {type(value).__name__} {value!r}"
+        )
+
+
+def _check_base(instance, attribute, value):
+    if not isinstance(value, BaseSolver):
+        raise TypeError(
+            f"base must be a flowsolve.BaseSolver instance (e.g. Midpoint()), got {type(value).__name__} {value!r}"
+        )
+
+
+@attrs.frozen
+class SolverFamily:
+    """All parametric solvers ``transform x base`` (paper sec. 2.2), one per step count.
+
+    Example:
+        >>> import flowsolve
+        >>> family = flowsolve.compose(flowsolve.ScaleTime(), flowsolve.Midpoint())
+        >>> family.at(nfe=10).n_steps
+        5
+    """
+
+    transform: Transform = attrs.field(validator=_check_transform)
+    base: BaseSolver = attrs.field(validator=_check_base)
+
+    has_local_steps = True  # its solvers have step(i, x): RMSE-Bound is the default loss
+
+    def to_dict(self) -> dict:
+        return {"transform": self.transform.to_dict(), "base": self.base.name}
+
+    @property
+    def label(self) -> str:
+        return f"{self.transform.name} {self.base.name}"
+
+    def at(self, nfe: int, init=None, model=None) -> ParametricSolver:
+        """The solver spending ``nfe`` evaluations (whole steps of the base): identity-initialised,
+        or started from ``init`` (see :meth:`ParametricSolver.initialise`; schedules need ``model``)."""
+        solver = self.base.parametric_solver(self.transform, self.base.n_steps(nfe))
+        if init is not None:
+            solver.initialise(init, model)
+        return solver
+
+    def fit(self, model, nfe: int, **options) -> ParametricSolver:
+        """Fit the family's solver at ``nfe`` to ``model`` (Algorithm 3) and return the best one.
+
+        Ground truth comes from dopri5 (once per store), training minimises ``loss`` with Adam,
+        and the parameters with the lowest validation RMSE on held-out noise are kept.
+
+        Args:
+            model: velocity field ``u(t, x)`` (t = 0 noise, 1 data); a ``torch.nn.Module`` or
+                any callable. Its sample shape comes from ``model.sample_shape`` or ``sample_shape=``.
+            nfe: evaluation budget of the fitted solver.
+            loss: a :class:`~flowsolve.losses.Loss`; default ``RMSEBound(L_tau)``.
+            L_tau: Lipschitz hyper-parameter of the default loss (1.0).
+            iterations, batch_size, lr: Adam training loop (defaults 1000, 32, 2e-3).
+            train_trajectories, val_trajectories: ground-truth paths for training and
+                for validation (held-out noise); defaults 1024 and 256.
+            validate_every: iterations between validations (and checkpoints).
+            seed: minibatch seed; the same seeds give the same result.
+            noise_seed: seed of the ground-truth noise (part of the store's key).
+            device, dtype: where and in which precision the model runs (default: the model's).
+            store: a directory (or :class:`~flowsolve.store.TrajectoryStore`) to keep the
+                ground truth in for reuse across step counts, families and runs; ``None`` keeps it in memory.
+            rtol, atol, max_step: dopri5 settings of the ground truth.
+            checkpoint: file to save progress to; an interrupted fit with the same settings
+                resumes from it.
+            init: where to start (default: the identity, i.e. the base solver on a uniform
+                grid): a fitted solver of this family at this or another NFE, or the name of a
+                time schedule of the model's scheduler: ``"log-snr"``, ``"edm"``, ``"cosine"``,
+                ``"uniform"``, optionally with DDIM's scale: ``"log-snr+ddim"`` (see
+                :mod:`flowsolve.schedules`).
+            progress: draw progress bars (default: when stderr is a terminal).
+
+        Returns:
+            The fitted :class:`~flowsolve.ParametricSolver`; ``solver.metadata`` holds the model
+            fingerprint, the settings, the best validation RMSE/PSNR and the history.
+
+        Example:
+            >>> import flowsolve
+            >>> from flowsolve.gaussian_mixture import GaussianMixtureFlow
+            >>> flow = GaussianMixtureFlow.random(dim=8, components=3)
+            >>> family = flowsolve.compose(flowsolve.ScaleTime(), flowsolve.Midpoint())
+            >>> solver = family.fit(flow, nfe=4, iterations=20, train_trajectories=64,
+            ...                     val_trajectories=32, progress=False)
+        """
+        from flowsolve.training.fit import fit
+
+        return fit(self, model, nfe, **options)
+
+
+def compose(transform: Transform, base: BaseSolver) -> SolverFamily:
+    """Combine a :class:`Transform` and a :class:`BaseSolver` into a :class:`SolverFamily`.
+
+    Example:
+        >>> import flowsolve
+        >>> solver = flowsolve.compose(flowsolve.ScaleTime(), flowsolve.Euler()).at(nfe=4)
+        >>> solver.num_params  # 4n - 1
+        15
+    """
+    return SolverFamily(transform, base)

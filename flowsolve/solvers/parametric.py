@@ -1,0 +1,349 @@
+"""The parametric solver: a transform x a base solver x ``n`` steps (paper sec. 2.1--2.2)."""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+import torch
+import torch.utils.checkpoint
+from torch import nn
+
+from flowsolve.core.rk_step import rk_step
+from flowsolve.methods.runge_kutta import BaseSolver
+from flowsolve.core.grid import NodeGrid
+from flowsolve.solvers.transforms import NodeValues, Transform
+from flowsolve.core.field import VelocityField, call_field
+
+
+class Nodes(NamedTuple):
+    """Transform values at the grid nodes (all ``(G,)``, detached): ``r, t, dt, s, ds``."""
+
+    r: torch.Tensor
+    t: torch.Tensor
+    dt: torch.Tensor
+    s: torch.Tensor
+    ds: torch.Tensor
+
+
+class Trajectory(NamedTuple):
+    """States ``x_i`` at the step end points, ``(n + 1, batch, ...)``, and their times ``(n + 1,)``."""
+
+    t: torch.Tensor
+    x: torch.Tensor
+
+
+class SolverModule(nn.Module):
+    """What every solver family shares: :meth:`sample` around the family's own ``_sample``."""
+
+    def sample(
+        self,
+        u: VelocityField,
+        x0: torch.Tensor,
+        *,
+        return_intermediates: bool = False,
+        check_finite: bool = True,
+        differentiable: bool = False,
+        checkpoint_steps: bool = False,
+    ) -> torch.Tensor | Trajectory:
+        """Integrate from noise ``x0`` at ``t = 0`` to ``t = 1`` with exactly ``nfe`` evaluations of ``u``.
+
+        Args:
+            u: velocity field ``u(t, x)``, called with 0-dim ``t``.
+            x0: ``(batch, ...)`` noise at ``t = 0``; sets device and dtype.
+            return_intermediates: also return the states at every step end point (for a
+                non-stationary solver: at every evaluation).
+            check_finite: stop with an error naming the step if ``u`` returns inf/NaN.
+            differentiable: keep the autograd graph (for training through the rollout);
+                by default sampling runs under ``torch.no_grad()`` and stores no activations.
+            checkpoint_steps: with ``differentiable``, recompute each step's activations in the
+                backward pass instead of storing them (memory of one step, ~2x compute).
+
+        Returns:
+            ``x_n`` shaped like ``x0``, or a :class:`Trajectory` with ``x[-1] = x_n``.
+        """
+        _check_state(x0)
+        with torch.set_grad_enabled(differentiable and torch.is_grad_enabled()):
+            return self._sample(u, x0, return_intermediates, check_finite, checkpoint_steps and differentiable)
+
+
+
+class ParametricSolver(SolverModule):
+    """A bespoke solver: ``n`` base-solver steps on the transformed field (eq. 16)
+
+        ubar_r(x) = (ds_r / s_r) x + dt_r s_r u(t_r, x / s_r).
+
+    Costs exactly ``nfe = n * stages`` velocity evaluations per sample. The learnable
+    parameters (float64, whatever the model's dtype) are those of the transform; at
+    identity initialisation the solver is the base solver on a uniform grid.
+
+    Args:
+        transform: how paths are re-timed / re-scaled.
+        base: the Runge--Kutta base solver.
+        n_steps: number of steps ``n``.
+
+    Example:
+        >>> import torch, flowsolve
+        >>> solver = flowsolve.compose(flowsolve.ScaleTime(), flowsolve.Midpoint()).at(nfe=8)
+        >>> x1 = solver.sample(lambda t, x: -x, torch.randn(16, 3))  # (16, 3), 8 evaluations
+    """
+
+    has_local_steps = True  # step(i, x) and step_lipschitz exist: local-error losses apply
+    history = 0  # previous states a step needs besides its own (multistep bases: order - 1)
+
+    def __init__(self, transform: Transform, base: BaseSolver, n_steps: int):
+        super().__init__()
+        self.transform = transform
+        self.base = base
+        self.grid = base.node_grid(n_steps)
+        self.params = nn.ParameterDict(
+            {k: nn.Parameter(v) for k, v in transform.init_parameters(self.grid).items()}
+        )
+        self.metadata: dict = {}
+
+    # -- sizes -------------------------------------------------------------------------------
+    @property
+    def label(self) -> str:
+        return f"{self.transform.name} {self.base.name}"
+
+    @property
+    def n_steps(self) -> int:
+        return self.grid.n_steps
+
+    @property
+    def nfe(self) -> int:
+        return self.base.evaluations(self.n_steps)
+
+    @property
+    def num_params(self) -> int:
+        return self.transform.num_params(self.grid)
+
+    @property
+    def step_size(self) -> float:
+        return 1.0 / self.n_steps
+
+    # -- node values -------------------------------------------------------------------------
+    def node_values(self) -> NodeValues:
+        """``t, dt, s, ds`` at the grid nodes, differentiable in the parameters."""
+        return self.transform.values(dict(self.params), self.grid)
+
+    def nodes(self) -> Nodes:
+        """The grid ``r`` and the transform values there, detached, for inspection and plots."""
+        with torch.no_grad():
+            values = self.node_values()
+        return Nodes(self.grid.r.clone(), *(v.detach().clone() for v in values))
+
+    def set_node_values(self, values: NodeValues) -> None:
+        """Set the parameters so the transform takes the given node values (see :meth:`nodes`)."""
+        params = self.transform.parameters_for(values, self.grid)
+        with torch.no_grad():
+            for name, value in params.items():
+                self.params[name].copy_(value)
+
+    def initialise_from(self, other: "ParametricSolver") -> None:
+        """Start from another solver of the same transform and base, at any step count.
+
+        Same ``n``: its parameters are copied. Other ``n``: its node values are interpolated
+        linearly in ``r`` onto this grid (e.g. start NFE 8 from a fitted NFE 10).
+        """
+        if other.transform != self.transform or other.base != self.base:
+            raise ValueError(
+                f"cannot start {self.extra_repr()} from {other.extra_repr()}: transform and base must match"
+            )
+        if other.n_steps == self.n_steps:
+            self.load_state_dict(other.state_dict())
+            return
+        r_old, *old_values = other.nodes()
+        r = self.grid.r
+        new = [_interpolate(r, r_old, v.cpu()) for v in old_values]  # the grids live on the CPU
+        t, dt, s, ds = new
+        t[0], t[-1], s[0] = 0.0, 1.0, 1.0
+        if not getattr(self.transform, "learns_time", True):
+            t, dt = r.clone(), torch.ones_like(r)
+        if not getattr(self.transform, "learns_scale", True):
+            s, ds = torch.ones_like(r), torch.zeros_like(r)
+        self.set_node_values(NodeValues(t, dt, s, ds))
+
+    def initialise(self, init, model=None) -> None:
+        """Start from a fitted solver of this family (any NFE, see :meth:`initialise_from`) or from
+        a named time schedule of ``model``'s scheduler (``"log-snr"``, ``"edm"``, ``"cosine"``,
+        ``"uniform"``), optionally with DDIM's scale (``"log-snr+ddim"``, see :mod:`flowsolve.schedules`)."""
+        if isinstance(init, ParametricSolver):
+            self.initialise_from(init)
+            return
+        if not isinstance(init, str):
+            raise TypeError(
+                f"init must be a schedule name or a fitted ParametricSolver (e.g. flowsolve.load(path)), got {type(init).__name__}"
+            )
+        from flowsolve.paths.time_grids import start_from_schedule
+
+        start_from_schedule(self, init, model)
+
+    def set_transform(self, time, scale) -> None:
+        """Discretise a continuous transform on this solver's grid.
+
+        Args:
+            time: ``r -> t_r`` (tensor in, tensor out), increasing, ``t_0 = 0``, ``t_1 = 1``.
+            scale: ``r -> s_r``, positive, ``s_0 = 1``.
+            Derivatives are taken by autograd.
+        """
+        with torch.enable_grad():
+            r = self.grid.r.clone().requires_grad_(True)
+            t, s = time(r), scale(r)
+            dt, ds = (_derivative(value, r) for value in (t, s))
+        t, s = t.detach().clone(), s.detach().clone()
+        t[0], t[-1], s[0] = 0.0, 1.0, 1.0  # exact boundary values despite round-off in time(r)
+        self.set_node_values(NodeValues(t, dt, s, ds))
+
+    def _coefficients(self, like: torch.Tensor) -> torch.Tensor:
+        """Per node ``[t, ds/s, dt*s, 1/s, s]`` as ``(G, 5)`` on ``like``'s device and dtype."""
+        t, dt, s, ds = self.node_values()
+        table = torch.stack([t, ds / s, dt * s, 1.0 / s, s], dim=1)
+        return table.to(device=like.device, dtype=like.dtype)
+
+    def _stage_field(self, u, coefficients, stage_nodes, step_label, check_finite):
+        """``ubar`` at the nodes ``stage_nodes[k]`` (0-dim or ``(batch,)`` node indices);
+        ``step_label`` is the step number, or the ``(batch,)`` step indices."""
+
+        def stage(k, y):
+            row = coefficients[stage_nodes[k]]
+            drift, gain, inv_scale = (_per_sample(row[..., j], y) for j in (1, 2, 3))
+            where = f"in step {step_label}, stage {k}" if isinstance(step_label, int) else (
+                lambda bad: f"in step {sorted(set(step_label[bad].tolist()))}, stage {k}"
+            )
+            velocity = call_field(u, row[..., 0], y * inv_scale, where=where, check_finite=check_finite)
+            return drift * y + gain * velocity
+
+        return stage
+
+    # -- sampling ----------------------------------------------------------------------------
+    def _sample(self, u, x0, return_intermediates, check_finite, checkpoint_steps):
+        """Algorithm 4: all steps in ``r``-space, one division by ``s_n`` at the end."""
+        coefficients = self._coefficients(x0)
+        stage_index = self.grid.stage_index.tolist()
+        start_index = self.grid.start_index.tolist()
+        xbar = x0  # s_0 = 1
+        states = [x0]
+        for i in range(self.n_steps):
+            field = self._stage_field(u, coefficients, stage_index[i], i, check_finite)
+            if checkpoint_steps and torch.is_grad_enabled():
+                xbar = torch.utils.checkpoint.checkpoint(
+                    rk_step, self.base.tableau, field, xbar, self.step_size, use_reentrant=False
+                )
+            else:
+                xbar = rk_step(self.base.tableau, field, xbar, self.step_size)
+            if return_intermediates:
+                states.append(xbar / coefficients[start_index[i + 1], 4])
+        x_final = xbar / coefficients[start_index[-1], 4]
+        if not return_intermediates:
+            return x_final
+        states[-1] = x_final
+        return Trajectory(t=coefficients[self.grid.start_index.to(x0.device), 0], x=torch.stack(states))
+
+    def step(self, i, x: torch.Tensor, u: VelocityField, *, check_finite: bool = True) -> torch.Tensor:
+        """Algorithm 2's step: ``x_i -> x_{i+1} = RK(s_i x_i) / s_{i+1}`` (eq. 17, 19--20).
+
+        Args:
+            i: step index in ``[0, n)``, or a ``(batch,)`` LongTensor of per-sample indices
+                (all steps of a batch in one call; ``u`` then gets per-sample times).
+            x: ``(batch, ...)`` states at ``t_i``.
+            u: velocity field.
+        """
+        index = self._step_index(i, x)
+        coefficients = self._coefficients(x)
+        index = index.to(x.device)
+        stage_index, start_index = self.grid.stage_index.to(x.device), self.grid.start_index.to(x.device)
+        stage_nodes = [stage_index[index, k] for k in range(self.base.stages)]
+        start = _per_sample(coefficients[start_index[index], 4], x)
+        end = _per_sample(coefficients[start_index[index + 1], 4], x)
+        label = int(i) if index.dim() == 0 else index
+        field = self._stage_field(u, coefficients, stage_nodes, label, check_finite)
+        return rk_step(self.base.tableau, field, start * x, self.step_size) / end
+
+    def _step_index(self, i, x: torch.Tensor) -> torch.Tensor:
+        """``i`` as a 0-dim or ``(batch,)`` LongTensor, checked against ``x`` and the step count."""
+        _check_state(x)
+        index = torch.as_tensor(i, dtype=torch.long)
+        if index.dim() > 1 or (index.dim() == 1 and index.shape[0] != x.shape[0]):
+            raise ValueError(f"i must be an int or a (batch,) tensor matching x's batch {x.shape[0]}, got shape {tuple(index.shape)}")
+        if bool(((index < 0) | (index >= self.n_steps)).any()):
+            raise ValueError(f"step index must lie in [0, {self.n_steps}), got {index.tolist()}")
+        return index
+
+    # -- Lipschitz constants (appendix D) ------------------------------------------------------
+    def step_lipschitz(self, L_tau: float = 1.0) -> torch.Tensor:
+        """Per-step Lipschitz constants ``L_i`` of ``x -> step(i, x)``, ``(n,)`` float64, differentiable.
+
+        With ``Lu(r) = |ds_r| / s_r + dt_r L_tau`` (lemma D.1), stage constants
+        ``K_j = Lu(r_i + c_j h) (1 + h sum_{l<j} |a_jl| K_l)`` and
+        ``L_i = (s_i / s_{i+1}) (1 + h sum_j |b_j| K_j)``; lemmas D.2 / D.3 for Euler / Midpoint.
+        Valid when ``L_tau`` bounds the Lipschitz constant of ``u``.
+        """
+        if not L_tau >= 0:
+            raise ValueError(f"L_tau must be a non-negative number, got {L_tau!r}")
+        t, dt, s, ds = self.node_values()
+        field_lipschitz = ds.abs() / s + dt * L_tau
+        a, b, _ = self.base.tableau.as_floats()
+        h = self.step_size
+        stage_constants = []
+        for k in range(self.base.stages):
+            growth = 1.0
+            for weight, previous in zip(a[k][:k], stage_constants):
+                growth = growth + h * abs(weight) * previous
+            stage_constants.append(field_lipschitz[self.grid.stage_index[:, k]] * growth)
+        total = 1.0
+        for weight, constant in zip(b, stage_constants):
+            total = total + h * abs(weight) * constant
+        starts = self.grid.start_index
+        return s[starts[:-1]] / s[starts[1:]] * total
+
+    def error_amplification(self, L_tau: float = 1.0) -> torch.Tensor:
+        """``M_i`` (``i = 1..n``): the product of the later steps' constants (eq. 25), differentiable."""
+        from flowsolve.training.losses import amplification
+
+        return amplification(self.step_lipschitz(L_tau))
+
+    # -- persistence -----------------------------------------------------------------------------
+    def save(self, path) -> None:
+        """Write parameters and metadata to ``path`` atomically (see :func:`flowsolve.load`)."""
+        from flowsolve.persistence import save_solver
+
+        save_solver(self, path)
+
+    def header(self) -> dict:
+        """What a solver file records to rebuild this solver (see :mod:`flowsolve.persistence`)."""
+        return {"transform": self.transform.to_dict(), "base": self.base.to_dict(), "n_steps": self.n_steps}
+
+    def extra_repr(self) -> str:
+        return f"transform={self.transform!r}, base={self.base!r}, n_steps={self.n_steps}, nfe={self.nfe}"
+
+
+def _derivative(value: torch.Tensor, r: torch.Tensor) -> torch.Tensor:
+    """d value / d r for an element-wise function of ``r`` (zero where it does not depend on ``r``)."""
+    if not value.requires_grad:
+        return torch.zeros_like(r).detach()
+    (gradient,) = torch.autograd.grad(value.sum(), r, retain_graph=True, allow_unused=True)
+    return torch.zeros_like(r).detach() if gradient is None else gradient
+
+
+def _interpolate(r: torch.Tensor, knots: torch.Tensor, values: torch.Tensor) -> torch.Tensor:
+    """Piecewise-linear interpolation of ``values`` given at increasing ``knots``, evaluated at ``r``."""
+    right = torch.searchsorted(knots, r).clamp(1, knots.numel() - 1)
+    left = right - 1
+    weight = (r - knots[left]) / (knots[right] - knots[left])
+    return values[left] + weight * (values[right] - values[left])
+
+
+def _per_sample(values: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
+    """Reshape 0-dim or ``(batch,)`` values to broadcast against ``like``."""
+    if values.dim() == 0:
+        return values
+    return values.reshape(values.shape[0], *([1] * (like.dim() - 1)))
+
+
+def _check_state(x) -> None:
+    if not isinstance(x, torch.Tensor):
+        raise TypeError(f"the state must be a torch.Tensor, got {type(x).__name__}")
+    if not x.is_floating_point():
+        raise TypeError(f"the state must be a floating-point tensor, got dtype {x.dtype}; use x.float() or x.double()")
+    if x.dim() < 1:
+        raise ValueError("the state must have a batch dimension: shape (batch, ...), got a 0-dim tensor")

@@ -1,0 +1,350 @@
+"""Fitting a bespoke solver to one model (Algorithm 3)."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import numbers
+import time
+from pathlib import Path
+
+import torch
+
+from flowsolve.training import distributed
+from flowsolve._version import __version__
+from flowsolve.core.fingerprint import model_fingerprint
+from flowsolve.training.ground_truth import DEFAULT_ATOL, DEFAULT_MAX_STEP, DEFAULT_RTOL, GroundTruth, check_tolerances
+from flowsolve.training.losses import RMSE, Loss, RMSEBound
+from flowsolve.training.metrics import psnr, rmse
+from flowsolve.persistence import atomic_torch_save
+from flowsolve.training.progress import Progress
+from flowsolve.training.store import TrajectoryStore
+from flowsolve.core.field import NonFiniteVelocityError
+
+CHECKPOINT_FORMAT = "flowsolve.training.fit-checkpoint"
+
+
+def evaluate(solver, u, reference, *, batch_size: int = 1024) -> dict:
+    """RMSE and PSNR of ``solver`` against ground truth.
+
+    Args:
+        solver: a :class:`~flowsolve.ParametricSolver`, or a :class:`~flowsolve.BaseSolver`
+            paired with ``nfe`` as ``(base, nfe)``.
+        u: the velocity field.
+        reference: a :class:`~flowsolve.GroundTruth` (or a :class:`~flowsolve.TrajectoryStore`,
+            whose first 256 paths are used: for a held-out score give a store with another
+            ``seed`` than the fit's, whose first paths are its validation set), or a noise
+            tensor ``x0`` (solved here with dopri5).
+
+    Returns:
+        ``{"rmse", "psnr", "nfe"}``; RMSE is the mean per-sample RMS error, PSNR uses range 2.
+    """
+    from flowsolve.training.ground_truth import solve_reference
+
+    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
+        raise ValueError(f"batch_size must be a positive int (samples per solver call), got {batch_size!r}")
+    if isinstance(reference, TrajectoryStore):
+        reference = reference.load(256)
+    if isinstance(reference, GroundTruth):
+        x0, x1 = reference.x0, reference.x1
+    else:
+        x0, x1 = reference, solve_reference(u, reference, rtol=DEFAULT_RTOL * 1e-2, atol=DEFAULT_ATOL * 1e-2)
+    if isinstance(solver, tuple):
+        base, nfe = solver
+        run = lambda x: base.sample(u, x, nfe)  # noqa: E731
+    else:
+        nfe = solver.nfe
+        run = lambda x: solver.sample(u, x)  # noqa: E731
+    with torch.no_grad():
+        outputs = torch.cat([run(x0[i : i + batch_size]) for i in range(0, x0.shape[0], batch_size)])
+    return {"rmse": rmse(outputs, x1), "psnr": psnr(outputs, x1), "nfe": nfe}
+
+
+def _settings_hash(settings: dict) -> str:
+    return hashlib.sha256(json.dumps(settings, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def fit(
+    family,
+    model,
+    nfe: int,
+    *,
+    loss: Loss | None = None,
+    L_tau: float | None = None,
+    iterations: int = 1000,
+    batch_size: int = 32,
+    lr: float = 2e-3,
+    train_trajectories: int = 1024,
+    val_trajectories: int = 256,
+    validate_every: int = 50,
+    seed: int = 0,
+    noise_seed: int = 0,
+    device=None,
+    dtype: torch.dtype | None = None,
+    sample_shape=None,
+    store=None,
+    rtol: float = DEFAULT_RTOL,
+    atol: float = DEFAULT_ATOL,
+    max_step: float | None = DEFAULT_MAX_STEP,
+    checkpoint=None,
+    init=None,
+    progress: bool | None = None,
+):
+    """Fit ``family.at(nfe)`` to ``model`` (see :meth:`SolverFamily.fit`)."""
+    # Every number is checked before any ground truth is solved, so a typo costs nothing.
+    for name, value in (("iterations", iterations), ("batch_size", batch_size), ("train_trajectories", train_trajectories),
+                        ("val_trajectories", val_trajectories), ("validate_every", validate_every)):
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            raise ValueError(f"{name} must be a positive int, got {value!r}")
+    for name, value in (("seed", seed), ("noise_seed", noise_seed)):
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise ValueError(f"{name} must be an int, got {value!r}")
+    if isinstance(lr, bool) or not isinstance(lr, numbers.Real) or not (math.isfinite(lr) and lr > 0):
+        raise ValueError(f"lr must be a positive finite number (Adam's step size, e.g. 2e-3), got {lr!r}")
+    if L_tau is not None and (isinstance(L_tau, bool) or not isinstance(L_tau, numbers.Real)
+                              or not (math.isfinite(L_tau) and L_tau >= 0)):
+        raise ValueError(
+            f"L_tau must be a finite non-negative number (the assumed Lipschitz constant of the model, e.g. 1.0), "
+            f"got {L_tau!r}"
+        )
+    check_tolerances(rtol, atol, max_step)
+    solver = family.at(nfe, init=init, model=model)
+    loss = _resolve_loss(loss, L_tau, solver)
+    device = torch.device(device or _model_device(model))
+    dtype = dtype or _model_dtype(model)
+    context = distributed.setup(device)
+    if batch_size % context.world:
+        raise ValueError(f"batch_size={batch_size} must be a multiple of the number of processes ({context.world})")
+    if not context.is_main:
+        progress = False
+    solver.to(device)
+
+    if not isinstance(store, TrajectoryStore):
+        store = TrajectoryStore(store, model, sample_shape=sample_shape, dtype=dtype, device=device, seed=noise_seed,
+                                rtol=rtol, atol=atol, max_step=max_step)
+    started = time.perf_counter()
+    validation = store.load(val_trajectories, device=device, progress=progress)
+    training = store.load(train_trajectories, start=val_trajectories, device=device, progress=progress)
+    ground_truth_seconds = time.perf_counter() - started
+
+    settings = {
+        "family": family.to_dict(),
+        "nfe": nfe, "loss": loss.to_dict(), "iterations": iterations, "batch_size": batch_size, "lr": lr,
+        "train_trajectories": train_trajectories, "val_trajectories": val_trajectories,
+        "validate_every": validate_every, "seed": seed, "store": store.key,
+        "init": None if init is None else _init_label(init),
+    }
+    optimizer = torch.optim.Adam(solver.parameters(), lr=lr)
+    generator = torch.Generator().manual_seed(seed)
+    state = {"iteration": 0, "history": [], "best": None, "best_rmse": math.inf}
+    checkpoint = None if checkpoint is None else Path(checkpoint)
+    # Rank 0 decides whether to resume and hands its checkpoint to the others (whose disks may differ).
+    saved = context.share(_read_checkpoint(checkpoint) if checkpoint is not None and checkpoint.exists() else None,
+                          owner=0)
+    if saved is not None:
+        _resume(saved, checkpoint, settings, solver, optimizer, generator, state)
+
+    def validate():
+        metrics = _validation_metrics(solver, model, validation, context)
+        record = {"iteration": state["iteration"], "val_rmse": metrics["rmse"], "val_psnr": metrics["psnr"]}
+        if metrics["rmse"] < state["best_rmse"]:
+            state["best_rmse"] = metrics["rmse"]
+            state["best"] = {k: v.detach().clone() for k, v in solver.params.items()}
+        return record
+
+    fit_started = time.perf_counter()
+    try:
+        _train(solver, model, loss, optimizer, generator, training, state, validate, settings,
+               checkpoint if context.is_main else None, context,
+               iterations=iterations, batch_size=batch_size, validate_every=validate_every, device=device,
+               progress=progress, label=f"fit {family.label} nfe={nfe}")
+    except NonFiniteVelocityError as error:
+        raise NonFiniteVelocityError(f"fit stopped at iteration {state['iteration']}: {error}") from error
+
+    with torch.no_grad():
+        for name, value in state["best"].items():
+            solver.params[name].copy_(value)
+    best = min(state["history"], key=lambda r: r["val_rmse"])
+    solver.metadata = {
+        "model_fingerprint": store.key["model"],
+        "fit": settings,
+        "library_version": __version__,
+        "validation": {"rmse": best["val_rmse"], "psnr": best["val_psnr"], "iteration": best["iteration"]},
+        "history": state["history"],
+        "timing": {"ground_truth_seconds": ground_truth_seconds, "fit_seconds": time.perf_counter() - fit_started,
+                   "ground_truth_nfe_per_path": training.evaluations},
+    }
+    return solver
+
+
+def _validation_metrics(solver, model, validation, context) -> dict:
+    """Validation RMSE / PSNR; under torch.distributed each rank takes a slice and the sums are shared."""
+    from flowsolve.training.metrics import per_sample_rms, psnr_from_mse
+
+    part = validation.subset(torch.arange(context.rank, len(validation), context.world))
+    with torch.no_grad():
+        difference = solver.sample(model, part.x0) - part.x1
+    sums = torch.stack([
+        per_sample_rms(difference).double().sum(), difference.double().square().sum(),
+        torch.tensor(float(difference.numel()), dtype=torch.float64, device=difference.device),
+    ])
+    rms_sum, squared_sum, entries = context.sum(sums).tolist()
+    return {"rmse": rms_sum / len(validation), "psnr": psnr_from_mse(squared_sum / entries)}
+
+
+def _train(solver, model, loss, optimizer, generator, training, state, validate, settings, checkpoint, context, *,
+           iterations, batch_size, validate_every, device, progress, label):
+    if state["iteration"] == 0 and not state["history"]:
+        state["history"].append({**validate(), "train_loss": None})
+    with Progress(iterations, label, enabled=progress, start=state["iteration"]) as bar:
+        running = []
+        while state["iteration"] < iterations:
+            # Every rank draws the same global batch and works on its own slice of it.
+            batch = torch.randint(len(training), (batch_size,), generator=generator)
+            batch = batch.chunk(context.world)[context.rank].to(device)
+            optimizer.zero_grad(set_to_none=True)
+            value = loss.backward(solver, model, training.subset(batch))
+            context.average_gradients(solver.parameters())
+            value = context.sum(torch.as_tensor(value, dtype=torch.float64).reshape(1))[0] / context.world
+            if not torch.isfinite(value):
+                raise FloatingPointError(
+                    f"fit stopped at iteration {state['iteration']}: the loss is {float(value)}; "
+                    "lower lr or check the model"
+                )
+            _check_gradients(solver, state["iteration"], float(value))
+            optimizer.step()
+            _check_parameters(solver, state["iteration"], optimizer.param_groups[0]["lr"])
+            state["iteration"] += 1
+            running.append(float(value))
+            if state["iteration"] % validate_every == 0 or state["iteration"] == iterations:
+                record = {**validate(), "train_loss": sum(running) / len(running)}
+                running = []
+                state["history"].append(record)
+                if checkpoint is not None:
+                    _save_checkpoint(checkpoint, settings, solver, optimizer, generator, state)
+                bar.update(0, loss=record["train_loss"], val_rmse=record["val_rmse"], best=state["best_rmse"])
+            bar.update(1)
+
+
+def _check_gradients(solver, iteration: int, loss: float) -> None:
+    """A finite loss with a non-finite gradient: stop before Adam spreads NaN into every parameter."""
+    bad = [name for name, p in solver.params.items() if p.grad is not None and not bool(torch.isfinite(p.grad).all())]
+    if bad:
+        raise FloatingPointError(
+            f"fit stopped at iteration {iteration}: the loss is finite ({loss:.6g}) but its gradient with respect to "
+            f"the solver parameters {bad} is not; the model's derivative may be undefined at the states the solver "
+            "visits (e.g. a sqrt, norm or division at 0), or the solver's parameters are extreme: lower lr"
+        )
+
+
+def _check_parameters(solver, iteration: int, lr: float) -> None:
+    """After an Adam step: non-finite parameters, or node values they overflow to (e.g. a scale
+    ``s = exp(log_scale)`` of inf or 0), are the step size's doing, not the model's."""
+    bad = [f"parameter {name} is non-finite" for name, p in solver.params.items() if not bool(torch.isfinite(p).all())]
+    if not bad and hasattr(solver, "node_values"):
+        with torch.no_grad():
+            values = solver.node_values()
+        bad = [f"node value {name} is non-finite" for name, v in zip(values._fields, values)
+               if not bool(torch.isfinite(v).all())]
+        if "s" in values._fields and bool((values.s <= 0).any()):
+            bad.append("the scale s reached 0")
+    if bad:
+        raise FloatingPointError(
+            f"fit stopped at iteration {iteration}: the Adam step (lr={lr:g}) drove the solver out of range "
+            f"({'; '.join(bad)}); the model is not at fault: lower lr (e.g. lr={lr / 10:g})"
+        )
+
+
+def _resolve_loss(loss, L_tau, solver):
+    """The given loss, or the family's default: RMSE-Bound where the solver has local steps, else RMSE."""
+    if loss is None:
+        if not solver.has_local_steps:
+            if L_tau is not None:
+                raise ValueError(f"L_tau belongs to RMSE-Bound, which {solver.label} solvers cannot use")
+            return RMSE()
+        return RMSEBound() if L_tau is None else RMSEBound(L_tau=L_tau)
+    if not isinstance(loss, Loss):
+        raise TypeError(f"loss must be a flowsolve Loss instance such as RMSEBound(), got {type(loss).__name__}")
+    if L_tau is not None:
+        raise ValueError("pass L_tau either to fit (for the default RMSEBound) or to the loss, not both")
+    if loss.needs_local_steps and not solver.has_local_steps:
+        raise ValueError(
+            f"the {loss.name} loss weighs per-step local errors, but a {solver.label} solver has no per-step map; "
+            "use flowsolve.RMSE() or flowsolve.PSNRLoss() (final-sample losses through the whole rollout)"
+        )
+    return loss
+
+
+def _model_device(model):
+    if isinstance(model, torch.nn.Module):
+        for tensor in model.parameters():
+            return tensor.device
+    return torch.device("cpu")
+
+
+def _model_dtype(model):
+    if isinstance(model, torch.nn.Module):
+        for tensor in model.parameters():
+            if tensor.is_floating_point():
+                return tensor.dtype
+    return torch.float32
+
+
+def _init_label(init) -> str:
+    """What a checkpoint remembers of ``init``: a schedule name, or a fitted solver's NFE and parameter hash."""
+    from flowsolve.core.fingerprint import tensor_fingerprint
+
+    if isinstance(init, str):
+        return init
+    if hasattr(init, "params"):  # a fitted solver
+        return f"nfe{init.nfe}-" + tensor_fingerprint(*(p.detach() for _, p in sorted(init.params.items())))
+    return repr(init)
+
+
+def _save_checkpoint(path, settings, solver, optimizer, generator, state) -> None:
+    atomic_torch_save(
+        {
+            "format": CHECKPOINT_FORMAT,
+            "settings_hash": _settings_hash(settings),
+            "settings": json.dumps(settings, sort_keys=True),
+            "params": {k: v.detach().cpu() for k, v in solver.params.items()},
+            "optimizer": optimizer.state_dict(),
+            "generator": generator.get_state(),
+            "iteration": state["iteration"],
+            "history": json.dumps(state["history"]),
+            "best": {k: v.cpu() for k, v in state["best"].items()},
+            "best_rmse": state["best_rmse"],
+        },
+        path,
+    )
+
+
+def _read_checkpoint(path) -> dict:
+    try:
+        saved = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as error:
+        raise ValueError(f"fit checkpoint {path} is unreadable ({error}); delete it to start over") from error
+    if not isinstance(saved, dict) or saved.get("format") != CHECKPOINT_FORMAT:
+        raise ValueError(f"{path} is not a flowsolve fit checkpoint")
+    return saved
+
+
+def _resume(saved, path, settings, solver, optimizer, generator, state) -> None:
+    if saved["settings_hash"] != _settings_hash(settings):
+        raise ValueError(
+            f"fit checkpoint {path} was written for other settings; pass another checkpoint path or delete it. "
+            f"Stored: {saved['settings']}"
+        )
+    device = next(iter(solver.params.values())).device
+    with torch.no_grad():
+        for name, value in saved["params"].items():
+            solver.params[name].copy_(value)
+    optimizer.load_state_dict(saved["optimizer"])
+    generator.set_state(saved["generator"])
+    state.update(
+        iteration=saved["iteration"],
+        history=json.loads(saved["history"]),
+        best={k: v.to(device) for k, v in saved["best"].items()},
+        best_rmse=saved["best_rmse"],
+    )
