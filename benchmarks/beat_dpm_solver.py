@@ -24,9 +24,10 @@ import torch
 
 import flowsolve
 from flowsolve.baselines.training_free import DPMSolverPP2M
-from flowsolve.cli import _store_for, main as cli_main
-from flowsolve.training.fit import evaluate
+from flowsolve.cli import _store_for
+from flowsolve.cli import main as cli_main
 from flowsolve.plugins.registry import model
+from flowsolve.training.fit import evaluate
 
 
 def fit_non_stationary(u, nfe, store, iterations):

@@ -16,14 +16,15 @@ import torch
 
 from flowsolve._version import __version__
 from flowsolve.core.atomic import atomic_write
-from flowsolve.methods.runge_kutta import BaseSolver
+from flowsolve.core.errors import FlowsolveValueError
 from flowsolve.core.tableau import ButcherTableau
+from flowsolve.methods.runge_kutta import BaseSolver
 
 FORMAT_NAME = "flowsolve.solvers.parametric"
 FORMAT_VERSION = 2  # 2: solver families other than transform x base ("family" in the header)
 
 
-class SolverFileError(ValueError):
+class SolverFileError(FlowsolveValueError):
     """A solver file is corrupt, from a newer format, describes an unknown family, or has options
     that nothing installed here understands."""
 

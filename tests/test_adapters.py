@@ -6,8 +6,8 @@ import pytest
 import torch
 
 import flowsolve
-from flowsolve.paths import schedulers
 from flowsolve.models.gaussian_mixture import GaussianMixtureFlow
+from flowsolve.paths import schedulers
 from flowsolve.training.ground_truth import solve_reference
 
 TIMES = [0.0, 1e-6, 1e-3, 0.1, 0.37, 0.5, 0.81, 0.999, 1 - 1e-6, 1.0]

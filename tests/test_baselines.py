@@ -6,8 +6,14 @@ import pytest
 import torch
 
 import flowsolve
+from flowsolve.baselines.training_free import (
+    DDIM,
+    DPMSolverPP2M,
+    EDMHeun,
+    builtin_baselines,
+    predictions,
+)
 from flowsolve.paths import schedulers
-from flowsolve.baselines.training_free import DDIM, DPMSolverPP2M, EDMHeun, builtin_baselines, predictions
 from flowsolve.training.ground_truth import solve_reference
 from flowsolve.training.metrics import rmse
 
@@ -75,7 +81,11 @@ def test_gaussian_baselines_need_a_scheduler():
 
 
 def test_grids_stay_inside_the_times_the_model_is_evaluated_at():
-    from flowsolve.baselines.training_free import GRID_SPACINGS, sigma_range, solver_grid
+    from flowsolve.baselines.training_free import (
+        GRID_SPACINGS,
+        sigma_range,
+        solver_grid,
+    )
 
     u = flowsolve.adapt(lambda x, s: torch.zeros_like(x), "eps-vp")  # stops at s = 1e-3
     scheduler = u.scheduler

@@ -4,10 +4,10 @@ import pytest
 import torch
 
 import flowsolve
-from flowsolve.training.fit import evaluate
-from flowsolve.models.gaussian_mixture import GaussianMixtureFlow
-from flowsolve.training.store import StoreMismatchError, TrajectoryStore
 from flowsolve.core.field import NonFiniteVelocityError
+from flowsolve.models.gaussian_mixture import GaussianMixtureFlow
+from flowsolve.training.fit import evaluate
+from flowsolve.training.store import StoreMismatchError, TrajectoryStore
 
 SMALL = dict(train_trajectories=64, val_trajectories=32, batch_size=16, progress=False)
 

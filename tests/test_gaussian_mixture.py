@@ -4,8 +4,8 @@ import pytest
 import torch
 
 from flowsolve.models.gaussian_mixture import GaussianMixtureFlow
+from flowsolve.paths.schedulers import FMOT, VP, Cosine
 from flowsolve.training.ground_truth import solve_reference
-from flowsolve.paths.schedulers import VP, Cosine, FMOT
 
 SCHEDULERS = [FMOT(), Cosine(), VP()]
 

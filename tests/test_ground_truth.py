@@ -8,8 +8,8 @@ import torchdiffeq
 
 from flowsolve.core.fingerprint import PROBE_EVALUATIONS
 from flowsolve.models.gaussian_mixture import GaussianMixtureFlow
-from flowsolve.training.ground_truth import ground_truth, hermite
 from flowsolve.paths.schedulers import VP
+from flowsolve.training.ground_truth import ground_truth, hermite
 from flowsolve.training.store import StoreMismatchError, TrajectoryStore
 
 

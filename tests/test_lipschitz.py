@@ -4,7 +4,6 @@ import pytest
 import torch
 
 import flowsolve
-
 from flowsolve.conformance.problems import LinearSystem
 
 from .solver_parameters import randomize_parameters

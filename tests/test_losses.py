@@ -4,12 +4,11 @@ import pytest
 import torch
 
 import flowsolve
+from flowsolve.conformance.problems import LinearSystem
 from flowsolve.models.gaussian_mixture import GaussianMixtureFlow
 from flowsolve.training.ground_truth import ground_truth
 from flowsolve.training.losses import LTE, RMSE, RMSEBound, amplification
 from flowsolve.training.metrics import per_sample_rms
-
-from flowsolve.conformance.problems import LinearSystem
 
 from .solver_parameters import randomize_parameters
 

@@ -15,8 +15,14 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 import flowsolve
+from flowsolve.baselines.training_free import (
+    DPMSolverPP2M,
+    EDMHeun,
+    builtin_baselines,
+    sigma_range,
+    solver_grid,
+)
 from flowsolve.paths import schedulers
-from flowsolve.baselines.training_free import DPMSolverPP2M, EDMHeun, builtin_baselines, sigma_range, solver_grid
 from flowsolve.training.metrics import rmse
 
 SETTINGS = settings(max_examples=12, deadline=None, suppress_health_check=[HealthCheck.too_slow])

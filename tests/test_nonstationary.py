@@ -4,10 +4,10 @@ import pytest
 import torch
 
 import flowsolve
-from flowsolve.paths import schedulers
 from flowsolve.baselines.training_free import DDIM, DPMSolverPP2M
-from flowsolve.solvers.nonstationary import NonStationarySolver, trace
+from flowsolve.paths import schedulers
 from flowsolve.persistence import SolverFileError
+from flowsolve.solvers.nonstationary import NonStationarySolver, trace
 from tests.solver_parameters import randomize_parameters
 
 

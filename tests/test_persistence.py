@@ -10,8 +10,8 @@ import pytest
 import torch
 
 import flowsolve
-from flowsolve.plugins import registry
 from flowsolve.persistence import FORMAT_VERSION, SolverFileError, _checksum
+from flowsolve.plugins import registry
 
 from .solver_parameters import randomize_parameters
 from .test_solver import BASES, TRANSFORMS, nonlinear_field

@@ -10,9 +10,8 @@ import warnings
 import pytest
 
 import flowsolve
-from flowsolve.plugins import hookspecs
-from flowsolve.plugins import registry
 from flowsolve.cli import main
+from flowsolve.plugins import hookspecs, registry
 
 
 def fake_entry_point(name, module_name):

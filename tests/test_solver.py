@@ -5,9 +5,8 @@ import torch
 import torchdiffeq
 
 import flowsolve
-from flowsolve.core.field import batched_time
-
 from flowsolve.conformance.problems import CosineGrowth, LinearSystem, Logistic
+from flowsolve.core.field import batched_time
 
 from .solver_parameters import randomize_parameters
 

@@ -3,8 +3,8 @@ from fractions import Fraction as F
 import pytest
 
 import flowsolve
-from flowsolve.methods.runge_kutta import BUILTIN_BASE_SOLVERS
 from flowsolve.core.tableau import rooted_trees
+from flowsolve.methods.runge_kutta import BUILTIN_BASE_SOLVERS
 
 
 def test_rooted_tree_counts_match_oeis_a000081():

@@ -7,8 +7,8 @@ import pytest
 import torch
 
 import flowsolve
-from flowsolve.models import zoo
 from flowsolve.core.fingerprint import model_fingerprint
+from flowsolve.models import zoo
 
 # Statistics of all 1797 images of sklearn.datasets.load_digits() scaled to [-1, 1]
 # (pixel / 8 - 1), measured once so that this test does not need scikit-learn.

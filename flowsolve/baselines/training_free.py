@@ -13,9 +13,9 @@ from typing import Callable
 import attrs
 import torch
 
+from flowsolve.core.field import VelocityField, call_field
 from flowsolve.methods.runge_kutta import BaseSolver
 from flowsolve.paths.schedulers import Scheduler
-from flowsolve.core.field import VelocityField, call_field
 
 
 def predictions(u: VelocityField, scheduler: Scheduler, t: torch.Tensor, x: torch.Tensor):

@@ -155,8 +155,8 @@ def _check_solver_model(solver, model, path, args) -> None:
 
 
 def _family(args):
-    from flowsolve.solvers.family import compose
     from flowsolve.plugins.registry import base_solver, lookup
+    from flowsolve.solvers.family import compose
 
     if args.family is not None:
         if args.transform is not None:
@@ -275,12 +275,12 @@ def _eval(args) -> int:
 def _demo(args) -> int:
     import torch
 
-    from flowsolve.solvers.family import compose
-    from flowsolve.training.losses import RMSE
     from flowsolve.methods.runge_kutta import Midpoint
     from flowsolve.plugins.registry import registry
-    from flowsolve.training.evaluation import compare, image_grid, save_rows, table
+    from flowsolve.solvers.family import compose
     from flowsolve.solvers.transforms import ScaleTime, TimeOnly
+    from flowsolve.training.evaluation import compare, image_grid, save_rows, table
+    from flowsolve.training.losses import RMSE
 
     torch.set_num_threads(args.threads)
     name = args.model or ("digits-fm-ot" if "digits-fm-ot" in registry().models() else "gmm-fm-ot")
@@ -399,7 +399,8 @@ def build_parser() -> argparse.ArgumentParser:
     plugins = commands.add_parser("plugins", help="list discovered plugins and what they provide")
     plugins.set_defaults(run=_plugins)
 
-    from flowsolve.conformance import build_parser as conformance_parser, execute as run_conformance
+    from flowsolve.conformance import build_parser as conformance_parser
+    from flowsolve.conformance import execute as run_conformance
 
     conformance = commands.add_parser("conformance", help="check a solver against the conformance suite")
     conformance_parser(conformance).set_defaults(run=run_conformance)
@@ -407,9 +408,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    from flowsolve.core.field import NonFiniteVelocityError
     from flowsolve.persistence import SolverFileError
     from flowsolve.training.store import StoreMismatchError
-    from flowsolve.core.field import NonFiniteVelocityError
 
     args = build_parser().parse_args(argv)
     try:

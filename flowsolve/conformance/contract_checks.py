@@ -16,15 +16,14 @@ from typing import Callable
 import attrs
 import torch
 
-from flowsolve.methods.runge_kutta import BaseSolver
-from flowsolve.solvers.family import compose
-from flowsolve.solvers.transforms import Transform
-
 from flowsolve.conformance.check import Check, CheckFailed, Outcome
 from flowsolve.conformance.parametric_checks import pairing_label, perturb_parameters
 from flowsolve.conformance.problems import SEEDS, bounded, noise, smooth_fields
 from flowsolve.conformance.profiles import Effort, check_property
 from flowsolve.conformance.profiles import strategies as st
+from flowsolve.methods.runge_kutta import BaseSolver
+from flowsolve.solvers.family import compose
+from flowsolve.solvers.transforms import Transform
 
 FLOAT32_TOLERANCE = 1e-4
 

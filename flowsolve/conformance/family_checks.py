@@ -15,7 +15,11 @@ from fractions import Fraction
 import torch
 
 from flowsolve.conformance.check import Check, CheckFailed, Outcome
-from flowsolve.conformance.contract_checks import Sampler, contract_checks, gradient_check
+from flowsolve.conformance.contract_checks import (
+    Sampler,
+    contract_checks,
+    gradient_check,
+)
 from flowsolve.conformance.order_checks import max_error
 from flowsolve.conformance.parametric_checks import perturb_parameters
 from flowsolve.conformance.problems import SEEDS, noise, smooth_fields

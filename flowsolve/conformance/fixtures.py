@@ -13,8 +13,8 @@ from __future__ import annotations
 
 from fractions import Fraction as F
 
-from flowsolve.methods.runge_kutta import RK4_CLASSIC, BaseSolver
 from flowsolve.core.tableau import ButcherTableau
+from flowsolve.methods.runge_kutta import RK4_CLASSIC, BaseSolver
 from flowsolve.solvers.transforms import NodeValues, ScaleTime
 
 # Midpoint whose second stage claims to sit at the end of the step (c = 1) while its A row

@@ -12,17 +12,16 @@ from __future__ import annotations
 
 import torch
 
-from flowsolve.methods.runge_kutta import BaseSolver
-from flowsolve.solvers.family import compose
-from flowsolve.training.ground_truth import ground_truth
-from flowsolve.training.losses import RMSE, RMSEBound
-from flowsolve.solvers.transforms import Transform
-
 from flowsolve.conformance.check import Check, CheckFailed, Outcome
 from flowsolve.conformance.parametric_checks import pairing_label, perturb_parameters
 from flowsolve.conformance.problems import SEEDS, bounded, linear_systems
 from flowsolve.conformance.profiles import Effort, check_property
 from flowsolve.conformance.profiles import strategies as st
+from flowsolve.methods.runge_kutta import BaseSolver
+from flowsolve.solvers.family import compose
+from flowsolve.solvers.transforms import Transform
+from flowsolve.training.ground_truth import ground_truth
+from flowsolve.training.losses import RMSE, RMSEBound
 
 # Relative slack on the inequalities (RMSE <= bound, ratio <= L_i): float64 round-off only.
 BOUND_SLACK = 1e-9

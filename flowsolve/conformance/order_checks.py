@@ -22,12 +22,11 @@ import math
 
 import torch
 
-from flowsolve.methods.runge_kutta import BaseSolver
-
-from flowsolve.conformance.problems import ORDER_PROBLEMS
 from flowsolve.conformance.check import Check, CheckFailed, Outcome
 from flowsolve.conformance.convergence import fitted_order
+from flowsolve.conformance.problems import ORDER_PROBLEMS
 from flowsolve.conformance.profiles import Effort, check_property
+from flowsolve.methods.runge_kutta import BaseSolver
 
 ORDER_TOLERANCE = 0.4
 ORDER_EXAMPLES = 3

@@ -12,16 +12,28 @@ import math
 import attrs
 import torch
 
+from flowsolve.conformance.check import Check, CheckFailed, Outcome
+from flowsolve.conformance.convergence import fitted_order
+from flowsolve.conformance.order_checks import (
+    ORDER_EXAMPLES,
+    ORDER_TOLERANCE,
+    format_order,
+    format_orders,
+    max_error,
+)
+from flowsolve.conformance.problems import (
+    SEEDS,
+    linear_systems,
+    noise,
+    signed,
+    smooth_fields,
+    varying_logistics,
+)
+from flowsolve.conformance.profiles import Effort, check_property
+from flowsolve.conformance.profiles import strategies as st
 from flowsolve.methods.runge_kutta import BaseSolver
 from flowsolve.solvers.family import compose
 from flowsolve.solvers.transforms import Transform
-
-from flowsolve.conformance.check import Check, CheckFailed, Outcome
-from flowsolve.conformance.convergence import fitted_order
-from flowsolve.conformance.order_checks import ORDER_EXAMPLES, ORDER_TOLERANCE, format_order, format_orders, max_error
-from flowsolve.conformance.problems import SEEDS, linear_systems, noise, signed, smooth_fields, varying_logistics
-from flowsolve.conformance.profiles import Effort, check_property
-from flowsolve.conformance.profiles import strategies as st
 
 IDENTITY_TOLERANCE = 1e-12
 

@@ -16,12 +16,14 @@ from __future__ import annotations
 
 import torch
 
-from flowsolve.methods.runge_kutta import BaseSolver, Euler, Midpoint
-from flowsolve.solvers.transforms import ScaleOnly, ScaleTime, TimeOnly, Transform
-
 from flowsolve.conformance.check import Check
+from flowsolve.conformance.contract_checks import (
+    base_sampler,
+    contract_checks,
+    gradient_check,
+    parametric_sampler,
+)
 from flowsolve.conformance.family_checks import multistep_checks, nonstationary_checks
-from flowsolve.conformance.contract_checks import base_sampler, contract_checks, gradient_check, parametric_sampler
 from flowsolve.conformance.lipschitz_checks import lipschitz_checks
 from flowsolve.conformance.order_checks import order_checks
 from flowsolve.conformance.parametric_checks import consistency_check, identity_check
@@ -29,6 +31,8 @@ from flowsolve.conformance.profiles import DEFAULT, Effort
 from flowsolve.conformance.subject import Subject
 from flowsolve.conformance.tableau_checks import tableau_checks
 from flowsolve.conformance.transform_checks import boundary_check
+from flowsolve.methods.runge_kutta import BaseSolver, Euler, Midpoint
+from flowsolve.solvers.transforms import ScaleOnly, ScaleTime, TimeOnly, Transform
 
 # Model adapters are checked once they land (the adapters issue): their group of checks
 # (time-convention round trips, velocity from eps / x1 predictions) is added here, keyed on a

@@ -20,10 +20,9 @@ import attrs
 import torch
 import torchdiffeq
 
-from flowsolve.models.gaussian_mixture import GaussianMixtureFlow
-from flowsolve.core.field import batched_time
-
 from flowsolve.conformance.profiles import strategies as st
+from flowsolve.core.field import batched_time
+from flowsolve.models.gaussian_mixture import GaussianMixtureFlow
 
 BATCH = 4
 SEEDS = st.integers(0, 2**16 - 1)

@@ -40,11 +40,10 @@ def pytest_configure(config):
     if config.getoption("flowsolve_quick") and config.getoption("flowsolve_thorough"):
         raise pytest.UsageError("--flowsolve-quick and --flowsolve-thorough exclude each other; give one")
     try:
-        from flowsolve.plugins.registry import UnknownNameError
-
         from flowsolve.conformance.cli import checked_device
         from flowsolve.conformance.profiles import EFFORTS
         from flowsolve.conformance.subject import resolve
+        from flowsolve.plugins.registry import UnknownNameError
     except ImportError as error:  # e.g. hypothesis missing
         raise pytest.UsageError(f"flowsolve conformance: {error}") from error
     effort = EFFORTS["quick" if config.getoption("flowsolve_quick") else

@@ -6,10 +6,10 @@ import importlib
 
 import attrs
 
-from flowsolve.plugins import registry as _registry
-from flowsolve.methods.runge_kutta import BaseSolver
-from flowsolve.solvers.family import SolverFamily
 from flowsolve.core.tableau import ButcherTableau
+from flowsolve.methods.runge_kutta import BaseSolver
+from flowsolve.plugins import registry as _registry
+from flowsolve.solvers.family import SolverFamily
 from flowsolve.solvers.transforms import Transform
 
 ACCEPTED = ("a flowsolve.BaseSolver instance or class, a flowsolve.ButcherTableau, a flowsolve.Transform "

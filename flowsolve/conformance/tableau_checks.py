@@ -10,10 +10,9 @@ from __future__ import annotations
 
 from fractions import Fraction
 
-from flowsolve.methods.runge_kutta import BaseSolver
-from flowsolve.core.tableau import rooted_trees
-
 from flowsolve.conformance.check import Check, CheckFailed, Outcome
+from flowsolve.core.tableau import rooted_trees
+from flowsolve.methods.runge_kutta import BaseSolver
 
 ALLOWANCE = Fraction(1, 10**12)
 

@@ -10,15 +10,14 @@ from __future__ import annotations
 
 import torch
 
-from flowsolve.methods.runge_kutta import RK4, Euler, Midpoint
-from flowsolve.core.grid import NodeGrid
-from flowsolve.solvers.transforms import Transform
-
 from flowsolve.conformance.check import Check, CheckFailed, Outcome
 from flowsolve.conformance.parametric_checks import transform_name
 from flowsolve.conformance.problems import bounded
 from flowsolve.conformance.profiles import Effort, check_property
 from flowsolve.conformance.profiles import strategies as st
+from flowsolve.core.grid import NodeGrid
+from flowsolve.methods.runge_kutta import RK4, Euler, Midpoint
+from flowsolve.solvers.transforms import Transform
 
 EXACT = 1e-12
 GRID_BASES = (Euler(), Midpoint(), RK4())

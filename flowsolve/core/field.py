@@ -6,10 +6,12 @@ from typing import Callable
 
 import torch
 
+from flowsolve.core.errors import FlowsolveError
+
 VelocityField = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 
 
-class NonFiniteVelocityError(FloatingPointError):
+class NonFiniteVelocityError(FlowsolveError, FloatingPointError):
     """The velocity field returned inf or NaN."""
 
 

@@ -10,9 +10,9 @@ from fractions import Fraction as F
 
 import torch
 
+from flowsolve.core.field import VelocityField, call_field
 from flowsolve.core.rk_step import rk_step
 from flowsolve.core.tableau import ButcherTableau
-from flowsolve.core.field import VelocityField, call_field
 
 
 class BaseSolver:

@@ -11,8 +11,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from flowsolve.paths import schedulers as _schedulers
 from flowsolve.core.field import VelocityField
+from flowsolve.paths import schedulers as _schedulers
 
 
 def _expand(t: torch.Tensor, x: torch.Tensor) -> torch.Tensor:

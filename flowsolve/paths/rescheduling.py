@@ -5,8 +5,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from flowsolve.paths.schedulers import Scheduler
 from flowsolve.core.field import VelocityField, call_field
+from flowsolve.paths.schedulers import Scheduler
 
 
 class Rescheduled(nn.Module):

@@ -56,7 +56,7 @@ def flowsolve_detect_adapter(model):
 @hookimpl
 def flowsolve_models():
     from flowsolve.models.gaussian_mixture import GaussianMixtureFlow
-    from flowsolve.paths.schedulers import VP, Cosine, FMOT
+    from flowsolve.paths.schedulers import FMOT, VP, Cosine
 
     def gmm(scheduler):
         return lambda: GaussianMixtureFlow.random(dim=64, components=10, seed=0, scheduler=scheduler)

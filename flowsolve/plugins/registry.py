@@ -29,6 +29,7 @@ from typing import Callable
 import attrs
 import pluggy
 
+from flowsolve.core.errors import FlowsolveValueError
 from flowsolve.plugins import hookspecs
 
 ENTRY_POINT_GROUP = "flowsolve"
@@ -46,7 +47,7 @@ KINDS: dict[str, str] = {
 }
 
 
-class UnknownNameError(ValueError):
+class UnknownNameError(FlowsolveValueError):
     """A name that no registered plugin provides."""
 
 

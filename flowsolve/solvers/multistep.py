@@ -20,10 +20,10 @@ import attrs
 import torch
 import torch.utils.checkpoint
 
+from flowsolve.core.field import call_field
+from flowsolve.core.tableau import ButcherTableau
 from flowsolve.methods.runge_kutta import BaseSolver
 from flowsolve.solvers.parametric import ParametricSolver, _per_sample
-from flowsolve.core.tableau import ButcherTableau
-from flowsolve.core.field import call_field
 
 _ADAMS_BASHFORTH = {1: [F(1)], 2: [F(3, 2), F(-1, 2)], 3: [F(23, 12), F(-4, 3), F(5, 12)]}
 

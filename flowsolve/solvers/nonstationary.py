@@ -23,9 +23,9 @@ import torch
 import torch.utils.checkpoint
 from torch import nn
 
+from flowsolve.core.field import call_field
 from flowsolve.methods.runge_kutta import BaseSolver, Midpoint
 from flowsolve.solvers.parametric import ParametricSolver, SolverModule, Trajectory
-from flowsolve.core.field import call_field
 
 FAMILY_NAME = "non-stationary"
 

@@ -8,11 +8,11 @@ import torch
 import torch.utils.checkpoint
 from torch import nn
 
+from flowsolve.core.field import VelocityField, call_field
+from flowsolve.core.grid import NodeGrid
 from flowsolve.core.rk_step import rk_step
 from flowsolve.methods.runge_kutta import BaseSolver
-from flowsolve.core.grid import NodeGrid
 from flowsolve.solvers.transforms import NodeValues, Transform
-from flowsolve.core.field import VelocityField, call_field
 
 
 class Nodes(NamedTuple):

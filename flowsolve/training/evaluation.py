@@ -9,9 +9,9 @@ from pathlib import Path
 import torch
 
 from flowsolve.baselines.training_free import builtin_baselines
+from flowsolve.paths.schedulers import Scheduler
 from flowsolve.training.ground_truth import GroundTruth
 from flowsolve.training.metrics import psnr, rmse
-from flowsolve.paths.schedulers import Scheduler
 
 
 def compare(u, reference: GroundTruth, nfes: list[int], solvers=(), progress=None) -> list[dict]:

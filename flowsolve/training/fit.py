@@ -11,16 +11,22 @@ from pathlib import Path
 
 import torch
 
-from flowsolve.training import distributed
 from flowsolve._version import __version__
+from flowsolve.core.field import NonFiniteVelocityError
 from flowsolve.core.fingerprint import model_fingerprint
-from flowsolve.training.ground_truth import DEFAULT_ATOL, DEFAULT_MAX_STEP, DEFAULT_RTOL, GroundTruth, check_tolerances
+from flowsolve.persistence import atomic_torch_save
+from flowsolve.training import distributed
+from flowsolve.training.ground_truth import (
+    DEFAULT_ATOL,
+    DEFAULT_MAX_STEP,
+    DEFAULT_RTOL,
+    GroundTruth,
+    check_tolerances,
+)
 from flowsolve.training.losses import RMSE, Loss, RMSEBound
 from flowsolve.training.metrics import psnr, rmse
-from flowsolve.persistence import atomic_torch_save
 from flowsolve.training.progress import Progress
 from flowsolve.training.store import TrajectoryStore
-from flowsolve.core.field import NonFiniteVelocityError
 
 CHECKPOINT_FORMAT = "flowsolve.training.fit-checkpoint"
 

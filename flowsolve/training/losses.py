@@ -13,9 +13,9 @@ from typing import ClassVar
 import attrs
 import torch
 
+from flowsolve.core.field import VelocityField
 from flowsolve.training.ground_truth import GroundTruth
 from flowsolve.training.metrics import per_sample_rms
-from flowsolve.core.field import VelocityField
 
 
 class Loss(abc.ABC):

@@ -28,10 +28,17 @@ from pathlib import Path
 
 import torch
 
-from flowsolve.training import distributed
 from flowsolve.core.atomic import atomic_write
+from flowsolve.core.errors import FlowsolveValueError
 from flowsolve.core.fingerprint import model_fingerprint
-from flowsolve.training.ground_truth import DEFAULT_ATOL, DEFAULT_MAX_STEP, DEFAULT_RTOL, GroundTruth, solve_dense
+from flowsolve.training import distributed
+from flowsolve.training.ground_truth import (
+    DEFAULT_ATOL,
+    DEFAULT_MAX_STEP,
+    DEFAULT_RTOL,
+    GroundTruth,
+    solve_dense,
+)
 from flowsolve.training.progress import Progress
 
 STORE_FORMAT = "flowsolve.trajectories"
@@ -48,7 +55,7 @@ SHARD_FIELDS = {"format", "version", "store", "index", "count", "tensors", "sha2
 SHARD_TENSORS = {"x0", "times", "states", "velocities", "evaluations"}
 
 
-class StoreMismatchError(ValueError):
+class StoreMismatchError(FlowsolveValueError):
     """The store on disk belongs to another model or setting, or is unreadable."""
 
 

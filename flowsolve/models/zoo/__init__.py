@@ -18,7 +18,17 @@ Example:
     >>> digits = flowsolve.RK4().sample(u, x0, nfe=40).reshape(8, 8, 8)
 """
 
-from flowsolve.models.zoo.catalog import MODEL_NAMES, ZOO, ZooModel, load_model, models, network, new_network, velocity_field, weights_path
+from flowsolve.models.zoo.catalog import (
+    MODEL_NAMES,
+    ZOO,
+    ZooModel,
+    load_model,
+    models,
+    network,
+    new_network,
+    velocity_field,
+    weights_path,
+)
 from flowsolve.models.zoo.networks import DigitsMLP, SinusoidalTimeEmbedding
 
 __all__ = [

@@ -37,6 +37,7 @@ the network was trained at, and every coefficient is finite on ``[0, 1]``.
 from __future__ import annotations
 
 import torch
+
 from flowsolve.paths import schedulers
 
 # Floor for alphas_cumprod: zero-terminal-SNR schedules (rescale_betas_zero_snr) end at exactly 0,

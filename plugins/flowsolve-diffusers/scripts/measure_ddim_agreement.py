@@ -20,7 +20,13 @@ import flowsolve
 from flowsolve.training.ground_truth import solve_reference
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
-from test_diffusers_adapter import ddim_sample, make_scheduler, make_unet, noise, relative_rmse  # noqa: E402
+from test_diffusers_adapter import (  # noqa: E402
+    ddim_sample,
+    make_scheduler,
+    make_unet,
+    noise,
+    relative_rmse,
+)
 
 
 def main() -> None:

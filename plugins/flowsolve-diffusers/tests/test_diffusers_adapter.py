@@ -7,12 +7,12 @@ import torch
 
 diffusers = pytest.importorskip("diffusers")
 
+from flowsolve_diffusers import DiffusersVelocity, DiscreteVP  # noqa: E402
+
 import flowsolve  # noqa: E402
 from flowsolve import registry  # noqa: E402
 from flowsolve.core.fingerprint import model_fingerprint  # noqa: E402
 from flowsolve.training.ground_truth import solve_reference  # noqa: E402
-
-from flowsolve_diffusers import DiffusersVelocity, DiscreteVP  # noqa: E402
 
 torch.set_num_threads(1)
 

@@ -26,9 +26,9 @@ from fractions import Fraction
 import torch
 import torchdiffeq
 
+from flowsolve.core.tableau import ButcherTableau
 from flowsolve.methods.runge_kutta import BaseSolver
 from flowsolve.plugins.hookspecs import hookimpl
-from flowsolve.core.tableau import ButcherTableau
 
 __all__ = ["METHODS", "PREFIX", "TorchdiffeqMethod", "flowsolve_base_solvers", "read_tableau"]
 
