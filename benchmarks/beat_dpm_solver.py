@@ -23,7 +23,7 @@ from pathlib import Path
 import torch
 
 import flowsolve
-from flowsolve.baselines.training_free import DPMSolverPP2M
+from flowsolve.baselines import DPMSolverPP2M
 from flowsolve.cli import _store_for
 from flowsolve.cli import main as cli_main
 from flowsolve.plugins.registry import model

@@ -19,10 +19,12 @@ _EXPORTS = {
     "nonstationary": ".solvers.nonstationary",  # the README documents flowsolve.nonstationary.trace
     "registry": ".plugins.registry",
     "AdamsBashforth": ".solvers.multistep",
+    "Adapter": ".models.adapters",
     "BaseSolver": ".methods.runge_kutta",
     "ButcherTableau": ".core.tableau",
     "ClassifierFreeGuidance": ".models.adapters",
     "Euler": ".methods.runge_kutta",
+    "FlowsolveError": ".core.errors",
     "GaussianMixtureFlow": ".models.gaussian_mixture",
     "GroundTruth": ".training.ground_truth",
     "Heun": ".methods.runge_kutta",

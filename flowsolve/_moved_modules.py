@@ -72,5 +72,6 @@ class MovedModuleFinder(importlib.abc.MetaPathFinder):
 
 
 def install() -> None:
+    """Let the old names resolve (idempotent; ``flowsolve/__init__.py`` calls it on import)."""
     if not any(isinstance(finder, MovedModuleFinder) for finder in sys.meta_path):
         sys.meta_path.append(MovedModuleFinder())

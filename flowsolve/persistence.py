@@ -1,76 +1,57 @@
-"""Saving and loading solvers: tensors + JSON header, checksummed, written atomically.
+"""Loading solvers: rebuild every stored part through the plugin registry.
 
-The file is a ``torch.save`` archive of plain tensors and strings only, read back with
-``weights_only=True`` (no arbitrary pickle).
+A solver file (:mod:`flowsolve.core.solver_file`, written by ``solver.save``) stores the solver's
+family as ``{kind, name, options}``; the options hold the family's parts (base method, transform)
+in the same shape. Loading rebuilds each part bottom-up as ``lookup(kind, name).from_spec(name,
+options)`` (or, for a registered factory that is not a class, ``factory()`` when it describes
+itself as stored), builds the family's solver at the stored NFE and copies the tensors in. A
+header that says more than, or other than, what the rebuilt solver says of itself is refused.
+
+Files of format versions 1 and 2 stored the parts in another shape; :func:`_upgrade_header`
+reads them.
 """
 
 from __future__ import annotations
 
-import hashlib
-import inspect
 import json
-import warnings
-from pathlib import Path
+from typing import Any
 
 import torch
 
-from flowsolve._version import __version__
-from flowsolve.core.atomic import atomic_write
-from flowsolve.core.errors import FlowsolveValueError
-from flowsolve.core.tableau import ButcherTableau
+from flowsolve.core.solver_file import (
+    FORMAT_NAME,
+    FORMAT_VERSION,
+    SolverFileError,
+    atomic_torch_save,
+    is_part_spec,
+    part_spec,
+    read_solver_file,
+)
+from flowsolve.core.solver_file import checksum as _checksum  # noqa: F401  (its former home)
 from flowsolve.methods.runge_kutta import BaseSolver
+from flowsolve.plugins.registry import (
+    NameClashError,
+    UnknownNameError,
+    lookup,
+    registry,
+)
+from flowsolve.solvers.family import SolverFamily
 
-FORMAT_NAME = "flowsolve.solvers.parametric"
-FORMAT_VERSION = 2  # 2: solver families other than transform x base ("family" in the header)
-
-
-class SolverFileError(FlowsolveValueError):
-    """A solver file is corrupt, from a newer format, describes an unknown family, or has options
-    that nothing installed here understands."""
-
+__all__ = ["FORMAT_NAME", "FORMAT_VERSION", "SolverFileError", "atomic_torch_save", "load"]
 
 # Header entries that describe the file rather than the solver.
 _FILE_KEYS = ("library_version", "metadata")
-# What a base solver's ``to_dict()`` stores for its Butcher tableau; anything else is an option.
-_TABLEAU_KEYS = frozenset({"name", "a", "b", "c", "order"})
-
-
-def atomic_torch_save(payload, path) -> None:
-    """``torch.save`` through :func:`flowsolve.atomic.atomic_write` (atomic, honours the umask)."""
-    atomic_write(path, lambda stream: torch.save(payload, stream))
-
-
-def _checksum(header: str, tensors: dict[str, torch.Tensor]) -> str:
-    digest = hashlib.sha256(header.encode())
-    for name in sorted(tensors):
-        tensor = tensors[name].detach().cpu().contiguous()
-        digest.update(name.encode())
-        digest.update(str(tensor.dtype).encode())
-        digest.update(str(tuple(tensor.shape)).encode())
-        digest.update(tensor.numpy().tobytes())
-    return digest.hexdigest()
-
-
-def save_solver(solver, path) -> None:
-    tensors = {name: p.detach().cpu().clone() for name, p in solver.params.items()}
-    description = solver.header()
-    header = json.dumps(
-        {"library_version": __version__, "nfe": solver.nfe, "metadata": solver.metadata, **description},
-        sort_keys=True,
-    )
-    payload = {
-        "format": FORMAT_NAME,
-        # Files that format 1 can describe stay readable by flowsolve versions that only know it.
-        "format_version": 2 if "family" in description or "multistep" in description.get("base", {}) else 1,
-        "header": header,
-        "tensors": tensors,
-        "checksum": _checksum(header, tensors),
-    }
-    atomic_torch_save(payload, path)
+# What a Runge--Kutta base stores for its Butcher tableau; anything else is an option of a plugin's.
+_TABLEAU_KEYS = frozenset({"a", "b", "c", "order"})
+# Parts flowsolve rebuilds without a registry entry: the transform x base family (built by
+# compose, not registered), and a Runge--Kutta base fully described by its stored tableau.
+_UNREGISTERED = {("solver family", SolverFamily.name): SolverFamily}
+_KNOWN_AS = {"base solver": "base solvers", "transform": "transforms", "solver family": "solver families",
+             "loss": "losses"}
 
 
 def load(path, map_location: str | torch.device = "cpu"):
-    """Load a solver written by :meth:`ParametricSolver.save`.
+    """Load a solver written by ``solver.save(path)``.
 
     Raises:
         FileNotFoundError: no file at ``path``.
@@ -84,47 +65,22 @@ def load(path, map_location: str | torch.device = "cpu"):
         >>> flowsolve.load(path).nfe
         4
     """
-
-    path = Path(path)
-    if not path.exists():
-        raise FileNotFoundError(f"no solver file at {path}")
+    stored = read_solver_file(path)
+    header, n_steps = (stored.header, None) if stored.version == FORMAT_VERSION else _upgrade_header(stored.header, path)
+    missing = [key for key in ("family", "nfe") if key not in header]
+    if missing:
+        raise SolverFileError(f"{path}: the header lacks {missing}; the file is corrupt")
+    family = _rebuild(header["family"], path, place="family")
+    nfe = header["nfe"]
     try:
-        payload = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as error:  # truncated / not a torch archive / foreign pickle
-        raise SolverFileError(f"{path} is not a readable flowsolve solver file (corrupt or truncated?): {error}") from error
-    if not isinstance(payload, dict) or payload.get("format") != FORMAT_NAME:
-        raise SolverFileError(f"{path} is not a flowsolve solver file (no '{FORMAT_NAME}' marker)")
-    version = payload.get("format_version")
-    if not isinstance(version, int) or version > FORMAT_VERSION:
-        raise SolverFileError(
-            f"{path} uses solver format version {version}, but flowsolve {__version__} reads up to version "
-            f"{FORMAT_VERSION}; upgrade flowsolve to load it"
-        )
-    header_text, tensors = payload.get("header"), payload.get("tensors")
-    if not isinstance(header_text, str) or not isinstance(tensors, dict):
-        raise SolverFileError(f"{path} is missing its header or parameters; the file is corrupt")
-    if _checksum(header_text, tensors) != payload.get("checksum"):
-        raise SolverFileError(f"{path} failed its checksum: the file is corrupt; re-save or re-fit the solver")
-    try:
-        header = json.loads(header_text)
-    except ValueError as error:
-        raise SolverFileError(f"{path}: the header is not JSON ({error}); the file is corrupt") from error
-    if not isinstance(header, dict):
-        raise SolverFileError(f"{path}: the header is a {type(header).__name__}, not a mapping; the file is corrupt")
-    if "family" in header:
-        solver = _family_solver(header, path)
-    else:
-        missing = [key for key in ("transform", "base", "n_steps") if key not in header]
-        if missing:
-            raise SolverFileError(f"{path}: the header lacks {missing}; the file is corrupt")
-        transform = _transform_from_dict(header["transform"], path)
-        base = _base_from_dict(header["base"], path)
-        try:
-            solver = base.parametric_solver(transform, header["n_steps"])
-        except (TypeError, ValueError) as error:
-            raise SolverFileError(f"{path}: cannot build the stored {base.name} solver with n_steps="
-                                  f"{header['n_steps']!r}: {error}") from error
-    _check_description(header, solver, path)
+        solver = family.new_solver(nfe)
+    except (TypeError, ValueError) as error:
+        raise SolverFileError(f"{path}: cannot build the stored {family.label} solver with nfe={nfe!r}: {error}") from error
+    if n_steps is not None and n_steps != solver.n_steps:
+        raise SolverFileError(f"{path}: the header stores n_steps = {n_steps!r}, but a {family.label} solver with "
+                              f"nfe={nfe!r} has {solver.n_steps} steps; the file is corrupt")
+    _check_description(header, {"nfe": solver.nfe, "family": family.to_spec()}, path)
+    tensors = stored.tensors
     expected = {name: tuple(p.shape) for name, p in solver.params.items()}
     found = {name: tuple(t.shape) for name, t in tensors.items()}
     if expected != found:
@@ -136,114 +92,92 @@ def load(path, map_location: str | torch.device = "cpu"):
     return solver.to(map_location)
 
 
-def _family_solver(header: dict, path):
-    from flowsolve.plugins.registry import UnknownNameError, lookup
-
+# -- rebuilding parts -------------------------------------------------------------------------------
+def _rebuild(spec, path, place: str):
+    """The part ``spec`` describes, its nested parts rebuilt first."""
+    if not is_part_spec(spec):
+        raise SolverFileError(f"{path}: the stored {place} {spec!r} is not a {{kind, name, options}} part; the file "
+                              "is corrupt")
+    kind, name = spec["kind"], spec["name"]
+    options = {key: _rebuild(value, path, place=key) if is_part_spec(value) else value
+               for key, value in spec["options"].items()}
+    factory = _factory(kind, name, spec["options"], path)
     try:
-        family = lookup("solver family", header["family"])
+        return _construct(factory, name, options, spec)
+    except SolverFileError:
+        raise
+    except Exception as error:  # a plugin's constructor: say which file and part failed
+        raise SolverFileError(f"{path}: {kind} {name!r} ({_qualified(factory)}) cannot be rebuilt from the stored "
+                              f"{spec!r}: {type(error).__name__}: {error}") from error
+
+
+def _factory(kind: str, name: str, options: dict, path):
+    """What the registry provides as ``name`` of ``kind`` (or flowsolve's unregistered default)."""
+    try:
+        return lookup(kind, name)
+    except NameClashError as error:
+        raise SolverFileError(f"{path} was written for {kind} {name!r}, which cannot be loaded here: {error}") from error
     except UnknownNameError as error:
-        raise SolverFileError(f"{path} was written for solver family {header['family']!r}: {error}") from error
-    try:
-        return family.solver_class.from_header(header)
-    except Exception as error:  # a plugin's from_header: say which file and family failed
-        raise SolverFileError(f"{path}: solver family {header['family']!r} cannot rebuild its solver from the stored "
-                              f"header: {type(error).__name__}: {error}") from error
+        if (kind, name) in _UNREGISTERED:
+            return _UNREGISTERED[(kind, name)]
+        extra = sorted(set(options) - _TABLEAU_KEYS)
+        if kind == "base solver" and not extra:  # a bare tableau needs no plugin
+            return BaseSolver
+        known = f"known {_KNOWN_AS.get(kind, kind)}: {sorted(registry().table(kind))}"
+        with_options = f" with option(s) {extra}" if kind == "base solver" else ""
+        raise SolverFileError(f"{path} was written for {kind} {name!r}{with_options}, which is not registered here; "
+                              f"{known} (install the plugin that provides {name!r})") from error
 
 
-def _transform_from_dict(data, path):
-    from flowsolve.plugins.registry import NameClashError, UnknownNameError, lookup
+def _construct(factory: Any, name: str, options: dict, spec: dict):
+    """``factory.from_spec(name, options)`` for a class; for another factory (e.g. a partial
+    binding a method's options), ``factory()`` if it describes itself as stored, else its class's
+    ``from_spec``."""
+    if isinstance(factory, type):
+        part_class: Any = factory  # a BaseMethod, Transform, Family or Loss subclass
+        return part_class.from_spec(name, options)
+    part: Any = factory()
+    if _as_json(part.to_spec()) == _as_json(spec):
+        return part
+    return type(part).from_spec(name, options)
 
+
+def _qualified(factory) -> str:
+    target = factory if isinstance(factory, type) else type(factory)
+    return f"{target.__module__}.{target.__qualname__}"
+
+
+# -- format versions 1 and 2 ------------------------------------------------------------------------
+def _upgrade_header(header: dict, path) -> tuple[dict, int | None]:
+    """A version 1 or 2 header in the current shape, and the step count it stored (if any).
+
+    Version 1 / 2 stored ``{"transform": {"name", **options}, "base": {"name", **tableau or options},
+    "n_steps"}`` for transform x base solvers, and ``{"family": name, "nfe"}`` for the others.
+    """
+    upgraded = {key: value for key, value in header.items() if key not in ("transform", "base", "n_steps", "family")}
+    if "family" in header:
+        if not isinstance(header["family"], str):
+            raise SolverFileError(f"{path}: the stored family {header['family']!r} has no name; the file is corrupt")
+        upgraded["family"] = part_spec("solver family", header["family"])
+        return upgraded, None
+    missing = [key for key in ("transform", "base", "n_steps") if key not in header]
+    if missing:
+        raise SolverFileError(f"{path}: the header lacks {missing}; the file is corrupt")
+    transform = _old_part("transform", header["transform"], path)
+    base = _old_part("base solver", header["base"], path)
+    upgraded["family"] = part_spec("solver family", SolverFamily.name, {"transform": transform, "base": base})
+    return upgraded, header["n_steps"]
+
+
+def _old_part(kind: str, data, path) -> dict:
     name = data.get("name") if isinstance(data, dict) else None
     if not isinstance(name, str):
-        raise SolverFileError(f"{path}: the stored transform {data!r} has no name; the file is corrupt")
-    try:
-        cls = lookup("transform", name)
-    except NameClashError as error:
-        raise SolverFileError(f"{path} was written for transform {name!r}, which cannot be loaded here: {error}") from error
-    except UnknownNameError as error:
-        raise SolverFileError(
-            f"{path} was written for transform {name!r}, which is not registered here; known transforms: "
-            f"{sorted(_registered('transform'))} (install the plugin that provides {name!r})"
-        ) from error
-    options = {k: v for k, v in data.items() if k != "name"}
-    if not hasattr(cls, "from_dict"):
-        unknown = sorted(set(options) - _accepted(cls, options))
-        if unknown:
-            raise SolverFileError(_unknown_option(path, unknown[0], f"header's transform ({name})"))
-    try:
-        return cls.from_dict(options) if hasattr(cls, "from_dict") else cls(**options)
-    except Exception as error:  # a plugin's constructor: say which file and transform failed
-        raise SolverFileError(f"{path}: transform {name!r} ({cls.__module__}.{cls.__qualname__}) cannot be rebuilt "
-                              f"from the stored {data!r}: {type(error).__name__}: {error}") from error
+        raise SolverFileError(f"{path}: the stored {kind} {data!r} has no name; the file is corrupt")
+    return part_spec(kind, name, {key: value for key, value in data.items() if key != "name"})
 
 
-def _base_from_dict(data, path) -> BaseSolver:
-    """The base solver registered under the stored name, as the class its plugin registered; a bare
-    tableau under a name nothing registers (e.g. ``BaseSolver(my_tableau)``) as a plain BaseSolver."""
-    from flowsolve.plugins.registry import NameClashError, UnknownNameError, lookup
-
-    name = data.get("name") if isinstance(data, dict) else None
-    if not isinstance(name, str):
-        raise SolverFileError(f"{path}: the stored base solver {data!r} has no name; the file is corrupt")
-    options = sorted(set(data) - _TABLEAU_KEYS)
-    try:
-        factory = lookup("base solver", name)
-    except NameClashError as error:
-        raise SolverFileError(f"{path} was written for base solver {name!r}, which cannot be loaded here: {error}") from error
-    except UnknownNameError as error:
-        if options:
-            raise SolverFileError(
-                f"{path} was written for base solver {name!r} with option(s) {options}, which is not registered "
-                f"here; known base solvers: {sorted(_registered('base solver'))} (install the plugin that provides "
-                f"{name!r})"
-            ) from error
-        return BaseSolver(_tableau(data, path))
-    rebuild = getattr(factory, "from_dict", None)
-    try:
-        base = rebuild(data) if rebuild is not None else factory()
-    except Exception as error:  # a plugin's factory: say which file and base failed
-        raise SolverFileError(f"{path}: the registered base solver {name!r} cannot be rebuilt from the stored "
-                              f"{data!r}: {type(error).__name__}: {error}") from error
-    if rebuild is None and not options and _as_json(base.to_dict(), path) != data:
-        # A bare tableau under a registered name, but not the registered method (a user's own
-        # tableau, or one the plugin has since changed): the stored method is what was fitted.
-        warnings.warn(f"{path}: the stored base solver {name!r} is not the registered {name!r} "
-                      f"({type(base).__name__}); loading the stored tableau as a plain BaseSolver", stacklevel=3)
-        return BaseSolver(_tableau(data, path))
-    return base
-
-
-def _tableau(data: dict, path) -> ButcherTableau:
-    try:
-        return ButcherTableau.from_dict(data)
-    except (KeyError, TypeError, ValueError) as error:
-        raise SolverFileError(f"{path}: the stored base tableau is invalid: {error}") from error
-
-
-def _registered(kind: str) -> dict:
-    from flowsolve.plugins.registry import registry
-
-    return registry().table(kind)
-
-
-def _accepted(cls, options: dict) -> set[str]:
-    """The keyword arguments ``cls(...)`` accepts (all of ``options`` if it cannot tell)."""
-    try:
-        parameters = inspect.signature(cls).parameters.values()
-    except (TypeError, ValueError):
-        return set(options)
-    if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in parameters):
-        return set(options)
-    return {p.name for p in parameters if p.kind in (inspect.Parameter.POSITIONAL_OR_KEYWORD, inspect.Parameter.KEYWORD_ONLY)}
-
-
-def _unknown_option(path, option: str, place: str) -> str:
-    return (f"{path}: unknown option {option!r} in the {place}; nothing installed here understands it "
-            f"(the file was written by a newer or different version of flowsolve or of the plugin that provides "
-            f"it: install that version to load it)")
-
-
-def _as_json(value, path):
+# -- refusing what the rebuilt solver does not say of itself ------------------------------------------
+def _as_json(value, path=None):
     """``value`` as a solver file would store it (tuples become lists, ...)."""
     try:
         return json.loads(json.dumps(value))
@@ -252,12 +186,11 @@ def _as_json(value, path):
                               f"{error}") from error
 
 
-def _check_description(header: dict, solver, path) -> None:
+def _check_description(header: dict, rebuilt: dict, path) -> None:
     """Refuse a file whose header says more than, or other than, the solver rebuilt from it: an
-    option nothing here knows, or one a plugin's ``from_dict`` / ``from_header`` did not restore."""
+    option nothing here knows, or one a plugin's ``from_spec`` did not restore."""
     stored = {key: value for key, value in header.items() if key not in _FILE_KEYS}
-    rebuilt = _as_json({"nfe": solver.nfe, **solver.header()}, path)
-    problem = _difference(stored, rebuilt, path, place="header")
+    problem = _difference(stored, _as_json(rebuilt, path), path, place="header")
     if problem is not None:
         raise SolverFileError(problem)
 
@@ -266,15 +199,26 @@ def _difference(stored: dict, rebuilt: dict, path, place: str) -> str | None:
     for key in sorted(stored, key=lambda k: (k in _TABLEAU_KEYS, k)):  # options before the tableau they imply
         if key not in rebuilt:
             return _unknown_option(path, key, place)
-        if isinstance(stored[key], dict) and isinstance(rebuilt[key], dict):
-            name = stored[key].get("name")
-            problem = _difference(stored[key], rebuilt[key], path,
-                                  f"header's {key}" + ("" if name is None else f" ({name})"))
+        if is_part_spec(stored[key]) and isinstance(rebuilt[key], dict):
+            part_place = f"header's {key} ({stored[key]['name']})"
+            problem = (_difference({k: v for k, v in stored[key].items() if k != "options"},
+                                   {k: v for k, v in rebuilt[key].items() if k != "options"}, path, part_place)
+                       or _difference(stored[key]["options"], rebuilt[key].get("options", {}), path, part_place))
+            if problem is not None:
+                return problem
+        elif isinstance(stored[key], dict) and isinstance(rebuilt[key], dict):
+            problem = _difference(stored[key], rebuilt[key], path, f"header's {key}")
             if problem is not None:
                 return problem
         elif stored[key] != rebuilt[key]:
             return (f"{path}: the {place} stores {key!r} = {stored[key]!r}, but the solver rebuilt from it "
                     f"has {key!r} = {rebuilt[key]!r}: whatever provides it does not restore this option on loading "
-                    f"(a plugin base solver or transform with options needs a from_dict that reads them; see "
-                    f"flowsolve.plugins.hookspecs)")
+                    f"(a plugin base solver or transform with options needs a from_spec (or from_dict) that reads "
+                    f"them; see flowsolve.plugins.hookspecs)")
     return None
+
+
+def _unknown_option(path, option: str, place: str) -> str:
+    return (f"{path}: unknown option {option!r} in the {place}; nothing installed here understands it "
+            f"(the file was written by a newer or different version of flowsolve or of the plugin that provides "
+            f"it: install that version to load it)")

@@ -234,3 +234,41 @@ def test_data_prediction_uses_a_path_that_ends_above_zero_noise_up_to_its_end():
     ends_noisy = schedulers.Custom(lambda t: 0.5 + 0.4 * t, lambda t: 1 - 0.8 * t, name="noisy-end")
     assert flowsolve.adapt(lambda x, t: x, "x-pred", scheduler=ends_noisy).time_range == (0.0, 1.0)
     assert flowsolve.adapt(lambda x, t: x, "x-pred", scheduler=schedulers.Cosine()).time_range == (0.0, 1 - 1e-3)
+
+
+# -- the one prediction <-> velocity conversion, and the public Adapter ------------------------------
+@pytest.mark.parametrize("scheduler", [schedulers.Cosine(), schedulers.VP()], ids=lambda s: s.name)
+def test_every_prediction_type_gives_the_exact_velocity_and_posterior_means(scheduler):
+    from flowsolve.paths.predictions import PREDICTION_TYPES, predictions_from, velocity_from
+
+    flow, x = exact(scheduler), states()
+    t = torch.full((x.shape[0],), 0.37, dtype=torch.float64)
+    data, noise = flow.posterior_means(t[0], x)
+    column = lambda f: f(t).reshape(-1, 1)  # noqa: E731
+    outputs = {"velocity": flow(t[0], x), "eps": noise, "x1": data,
+               "v": column(scheduler.alpha) * noise - column(scheduler.sigma) * data}
+    assert set(outputs) == set(PREDICTION_TYPES)
+    for kind, out in outputs.items():
+        torch.testing.assert_close(velocity_from(kind, out, x, t, scheduler), flow(t[0], x), msg=kind)
+        for got, want in zip(predictions_from(kind, out, x, t, scheduler), (data, noise)):
+            torch.testing.assert_close(got, want, msg=kind)
+    with pytest.raises(flowsolve.FlowsolveError, match="unknown prediction type 'epsilon'"):
+        velocity_from("epsilon", noise, x, t, scheduler)
+
+
+def test_a_subclass_of_the_public_adapter_only_says_how_to_call_its_network():
+    flow = exact(schedulers.VP())
+
+    class TimestepEps(flowsolve.Adapter):  # a network called at an integer-like timestep, k-diffusion style
+        kind = "timestep-eps"
+        predicts = "eps"
+
+        def network(self, x, t):
+            return self.model(x, 999 * (1 - t))
+
+    u = TimestepEps(lambda x, k: flow.posterior_means(1 - k[0] / 999, x)[1], schedulers.VP())
+    check(u, flow, [0.1, 0.5, 0.9], atol=1e-8)
+    data, noise = u.predictions(torch.tensor(0.5, dtype=torch.float64), states())
+    torch.testing.assert_close(data, flow.posterior_means(torch.tensor(0.5, dtype=torch.float64), states())[0])
+    with pytest.raises(TypeError, match="abstract"):
+        type("Undeclared", (flowsolve.Adapter,), {})(lambda x, t: x, schedulers.VP())

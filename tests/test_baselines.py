@@ -6,7 +6,7 @@ import pytest
 import torch
 
 import flowsolve
-from flowsolve.baselines.training_free import (
+from flowsolve.baselines import (
     DDIM,
     DPMSolverPP2M,
     EDMHeun,
@@ -81,7 +81,7 @@ def test_gaussian_baselines_need_a_scheduler():
 
 
 def test_grids_stay_inside_the_times_the_model_is_evaluated_at():
-    from flowsolve.baselines.training_free import (
+    from flowsolve.baselines import (
         GRID_SPACINGS,
         sigma_range,
         solver_grid,
@@ -129,7 +129,7 @@ def test_edm_heun_keeps_edms_schedule_on_full_paths_and_stops_at_a_finite_end():
 
 
 def test_ddim_keeps_its_uniform_grid_and_evaluates_only_where_the_model_is_defined():
-    from flowsolve.baselines.training_free import uniform_time_grid
+    from flowsolve.baselines import uniform_time_grid
 
     eps_vp = flowsolve.adapt(lambda x, s: torch.zeros_like(x), "eps-vp")  # evaluated up to t = 0.999
     assert uniform_time_grid(eps_vp, 8) == [i / 8 for i in range(9)]
@@ -143,3 +143,12 @@ def test_ddim_keeps_its_uniform_grid_and_evaluates_only_where_the_model_is_defin
     x1, used = DDIM().sample(truncated, torch.randn(3, 2, dtype=torch.float64), 6)
     assert used == len(times) == 6 and times[0] == 0.0 and all(0.2 <= t <= 0.8 for t in times[1:])
     assert torch.isfinite(x1).all()
+
+
+def test_a_baseline_declares_whether_it_needs_a_scheduler():
+    with pytest.raises(TypeError, match="must declare needs_scheduler"):
+        type("Undeclared", (flowsolve.baselines.Baseline,), {"name": "x", "sample": lambda self, u, x0, nfe: (x0, 0)})
+    assert {name: make().needs_scheduler for name, make in builtin_baselines().items()} == {
+        "euler": False, "midpoint": False, "heun": False, "rk4": False, "edm-heun": True, "dpm-solver++(2m)": True,
+        "dpm-solver++(2m) edm": True, "dpm-solver++(2m) time-uniform": True, "ddim": True}
+    assert all(make().name == name for name, make in builtin_baselines().items())

@@ -107,6 +107,7 @@ def test_a_transform_with_a_non_stationary_family_is_refused(capsys):
     (["fit", "gmm-fm-ot", "--nfe", "4", "--device", "gpu0"], r"argument --device: expected a torch device"),
     (["demo", "--iterations", "0"], r"argument --iterations: expected a positive integer"),
     (["demo", "--test", "-1"], r"argument --test: expected a positive integer"),
+    (["sample", "s.pt", "gmm-fm-ot", "-o", "x.jpg"], r"argument -o/--output: expected a file name ending in .png or .npy"),
 ])
 def test_every_number_is_checked_by_the_parser(argv, message, capsys):
     with pytest.raises(SystemExit) as exit_info:
@@ -143,3 +144,31 @@ def test_a_model_without_sample_shape_with_device_and_dtype(tmp_path, capsys):
     assert np.load(samples).shape == (2, 3) and np.load(samples).dtype == np.float64
     assert main(["eval", model, str(solver_file), *options, "--nfe", "4", "--test", "16", "--quiet",
                  "--out", str(tmp_path / "report")]) == 0
+
+
+def test_a_bug_keeps_its_traceback(monkeypatch):
+    """Only flowsolve's own errors become messages: any other exception propagates."""
+    def broken_registry():
+        raise ValueError("a bug, not bad input")
+
+    monkeypatch.setattr("flowsolve.plugins.registry.registry", broken_registry)
+    with pytest.raises(ValueError, match="a bug, not bad input"):
+        main(["plugins"])
+
+
+def test_fit_passes_only_the_options_given(monkeypatch, capsys):
+    """fit's defaults live in fit: the command line passes iterations, batch size, lr and loss only when given."""
+    calls = []
+
+    def interrupted_fit(self, model, nfe, **options):
+        calls.append(options)
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(flowsolve.SolverFamily, "fit", interrupted_fit)
+    assert main(["fit", "gmm-fm-ot", "--nfe", "4", "--quiet"]) == 130
+    assert "interrupted" in capsys.readouterr().err
+    assert main(["fit", "gmm-fm-ot", "--nfe", "4", "--iterations", "7", "--lr", "0.01", "--loss", "rmse",
+                 "--quiet"]) == 130
+    assert not {"iterations", "batch_size", "lr", "loss"} & set(calls[0])
+    assert calls[1]["iterations"] == 7 and calls[1]["lr"] == 0.01 and "batch_size" not in calls[1]
+    assert calls[1]["loss"].name == "rmse"

@@ -15,7 +15,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 import flowsolve
-from flowsolve.baselines.training_free import (
+from flowsolve.baselines import (
     DPMSolverPP2M,
     EDMHeun,
     builtin_baselines,

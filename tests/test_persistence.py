@@ -10,7 +10,8 @@ import pytest
 import torch
 
 import flowsolve
-from flowsolve.persistence import FORMAT_VERSION, SolverFileError, _checksum
+from flowsolve.core.solver_file import checksum as _checksum
+from flowsolve.persistence import FORMAT_VERSION, SolverFileError
 from flowsolve.plugins import registry
 
 from .solver_parameters import randomize_parameters
@@ -78,12 +79,10 @@ def test_newer_format_is_refused(tmp_path):
 
 
 def test_unknown_family_is_refused(tmp_path):
-    from flowsolve.persistence import _checksum
-
     path = _saved(tmp_path)
     payload = torch.load(path, weights_only=True)
     header = json.loads(payload["header"])
-    header["transform"]["name"] = "warp-drive"
+    _part(header, "transform")["name"] = "warp-drive"
     payload["header"] = json.dumps(header, sort_keys=True)
     payload["checksum"] = _checksum(payload["header"], payload["tensors"])
     torch.save(payload, path)
@@ -180,6 +179,11 @@ def test_a_torchdiffeq_base_loads_back_as_itself(tmp_path):
         registry.reset()
 
 
+def _part(header, name):
+    """A part of the transform x base family in a (format 3) header: {kind, name, options}."""
+    return header["family"]["options"][name]
+
+
 def _rewrite_header(path, change):
     payload = torch.load(path, weights_only=True)
     header = json.loads(payload["header"])
@@ -196,7 +200,7 @@ def test_an_unknown_header_option_is_a_solver_file_error_naming_it(tmp_path, whe
         flowsolve.NonStationary().at(nfe=4).save(path)
     else:
         path = _saved(tmp_path)
-    section = {"transform": lambda h: h["transform"], "base": lambda h: h["base"]}.get(where, lambda h: h)
+    section = {"transform": lambda h: _part(h, "transform"), "base": lambda h: _part(h, "base")}.get(where, lambda h: h)
     _rewrite_header(path, lambda header: section(header).update(flavour="strange"))
     with pytest.raises(SolverFileError, match=rf"{re.escape(str(path))}.*unknown option 'flavour'"):
         flowsolve.load(path)
@@ -217,3 +221,53 @@ def test_an_option_a_plugin_drops_on_loading_is_refused(tmp_path, monkeypatch):
     flowsolve.compose(flowsolve.ScaleTime(), Theta("1/3")).at(nfe=4).save(tmp_path / "s.pt")
     with pytest.raises(SolverFileError, match=r"s\.pt: the header's base \(theta-rk2\) stores 'theta' = '1/3'.*has 'theta' = '1/2'"):
         flowsolve.load(tmp_path / "s.pt")
+
+
+# -- format versions ----------------------------------------------------------------------------------
+def _write_old(path, version, header, tensors):
+    text = json.dumps({"library_version": "0.1.0", **header}, sort_keys=True)
+    torch.save({"format": "flowsolve.solvers.parametric", "format_version": version, "header": text,
+                "tensors": tensors, "checksum": _checksum(text, tensors)}, path)
+
+
+@pytest.mark.parametrize("base", [flowsolve.Midpoint(), flowsolve.AdamsBashforth(3)], ids=repr)
+def test_a_version_1_or_2_file_still_loads(tmp_path, base):
+    solver = flowsolve.compose(flowsolve.ScaleTime(), base).at(nfe=6)
+    randomize_parameters(solver, seed=3)
+    tensors = {name: p.detach().clone() for name, p in solver.params.items()}
+    version = 2 if isinstance(base, flowsolve.AdamsBashforth) else 1  # what flowsolve 2 wrote for each
+    _write_old(tmp_path / "old.pt", version, {"nfe": 6, "metadata": {"note": "old"}, "n_steps": solver.n_steps,
+                                              "transform": {"name": "scale-time"}, "base": base.to_dict()}, tensors)
+    loaded = flowsolve.load(tmp_path / "old.pt")
+    assert type(loaded) is type(solver) and loaded.base == base and loaded.metadata == {"note": "old"}
+    x0 = torch.randn(3, 2, dtype=torch.float64)
+    assert torch.equal(loaded.sample(nonlinear_field, x0), solver.sample(nonlinear_field, x0))
+
+
+def test_a_version_2_non_stationary_file_still_loads(tmp_path):
+    solver = flowsolve.NonStationary().at(nfe=4)
+    tensors = {name: p.detach().clone() for name, p in solver.params.items()}
+    _write_old(tmp_path / "ns.pt", 2, {"nfe": 4, "metadata": {}, "family": "non-stationary"}, tensors)
+    loaded = flowsolve.load(tmp_path / "ns.pt")
+    x0 = torch.randn(3, 2, dtype=torch.float64)
+    assert torch.equal(loaded.sample(nonlinear_field, x0), solver.sample(nonlinear_field, x0))
+
+
+def test_an_old_file_with_a_wrong_step_count_is_refused(tmp_path):
+    solver = flowsolve.compose(flowsolve.ScaleTime(), flowsolve.Midpoint()).at(nfe=6)
+    tensors = {name: p.detach().clone() for name, p in solver.params.items()}
+    _write_old(tmp_path / "old.pt", 1, {"nfe": 6, "metadata": {}, "n_steps": 4, "transform": {"name": "scale-time"},
+                                        "base": flowsolve.Midpoint().to_dict()}, tensors)
+    with pytest.raises(SolverFileError, match="n_steps = 4"):
+        flowsolve.load(tmp_path / "old.pt")
+
+
+def test_every_part_is_stored_as_kind_name_options(tmp_path):
+    path = _saved(tmp_path)
+    payload = torch.load(path, weights_only=True)
+    assert payload["format_version"] == FORMAT_VERSION == 3
+    family = json.loads(payload["header"])["family"]
+    assert (family["kind"], family["name"]) == ("solver family", "transform x base")
+    assert _part(json.loads(payload["header"]), "transform") == {"kind": "transform", "name": "scale-time", "options": {}}
+    base = _part(json.loads(payload["header"]), "base")
+    assert (base["kind"], base["name"], set(base["options"])) == ("base solver", "midpoint", {"a", "b", "c", "order"})

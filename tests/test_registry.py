@@ -38,6 +38,7 @@ def third_party(monkeypatch):
     module.flowsolve_solver_families = flowsolve.hookimpl(lambda: {"euler-started": lambda **_: flowsolve.NonStationary(flowsolve.Euler())})
     module.flowsolve_model_adapters = flowsolve.hookimpl(lambda: {"doubled": lambda model: lambda t, x: 2 * model(x, t)})
     module.flowsolve_models = flowsolve.hookimpl(lambda: {"fake-flow": lambda: flowsolve.GaussianMixtureFlow.random(2, 2)})
+    module.flowsolve_baselines = flowsolve.hookimpl(lambda: {"half-euler": HalfEuler})
     module.flowsolve_detect_adapter = flowsolve.hookimpl(
         lambda model: ("doubled", {}) if getattr(model, "is_fake", False) else None
     )
@@ -49,6 +50,17 @@ def third_party(monkeypatch):
     registry.reset()
 
 
+class HalfEuler(flowsolve.baselines.Baseline):
+    """A plugin's baseline: Euler with half the budget (it reports what it really spent)."""
+
+    needs_scheduler = False
+    name = "half-euler"
+
+    def sample(self, u, x0, nfe):
+        steps = max(nfe // 2, 1)
+        return flowsolve.Euler().sample(u, x0, steps), steps
+
+
 def test_builtins_come_through_the_entry_point():
     found = registry.Registry()
     builtin = next(r for r in found.records if r.name == "builtin")
@@ -57,6 +69,7 @@ def test_builtins_come_through_the_entry_point():
     assert set(found.transforms()) >= {"scale-time", "time-only", "scale-only"}
     assert set(found.losses()) >= {"rmse", "rmse-bound", "lte"}
     assert set(found.adapters()) >= {"fm-ot", "fm-cs", "eps-vp", "x-pred", "v-pred", "edm"}
+    assert list(found.baselines()) == list(flowsolve.baselines.builtin_baselines())  # the built-ins, in report order
 
 
 def test_a_third_party_plugin_adds_every_kind(third_party, tmp_path):
@@ -64,6 +77,7 @@ def test_a_third_party_plugin_adds_every_kind(third_party, tmp_path):
     assert registry.lookup("solver family", "euler-started")().at(nfe=3).num_params == 12
     assert "warp" in registry.transform_classes() and "huber" in registry.registry().losses()
     assert registry.model("fake-flow").dim == 2
+    assert registry.lookup("baseline", "half-euler") is HalfEuler
 
     class Model:
         is_fake = True
@@ -115,7 +129,7 @@ def test_every_hook_is_prefixed_documented_and_exercised():
     specs = [name for name, _ in inspect.getmembers(hookspecs, inspect.isfunction) if name.startswith("flowsolve_")]
     assert set(specs) == {"flowsolve_model_adapters", "flowsolve_detect_adapter", "flowsolve_base_solvers",
                           "flowsolve_transforms", "flowsolve_losses", "flowsolve_models", "flowsolve_solver_families",
-                          "flowsolve_overrides"}
+                          "flowsolve_overrides", "flowsolve_baselines"}
     for name in specs:
         doc = getattr(hookspecs, name).__doc__
         assert doc and ":return:" in doc, name
@@ -256,3 +270,40 @@ def test_two_plugins_recognising_one_model_are_refused_naming_both(monkeypatch):
     with pytest.raises(registry.NameClashError, match=r"plugin 'aaa'.*'eps-vp'.*plugin 'zzz'.*'fm-ot'.*kind="):
         flowsolve.adapt(Model())
     assert flowsolve.adapt(Model(), "fm-ot") is not None
+
+
+def test_reports_compare_with_a_plugins_baseline(third_party):
+    import torch
+
+    from flowsolve.training.evaluation import compare, table
+
+    flow = flowsolve.GaussianMixtureFlow.random(3, 2, seed=0)
+    reference = flowsolve.ground_truth(flow, torch.randn(4, 3, dtype=torch.float64, generator=torch.Generator().manual_seed(0)))
+    rows = compare(flow, reference, [4, 6])
+    methods = list(dict.fromkeys(row["method"] for row in rows))
+    assert methods[:len(flowsolve.baselines.builtin_baselines())] == list(flowsolve.baselines.builtin_baselines())
+    (row,) = [r for r in rows if r["method"] == "half-euler" and r["budget"] == 6]
+    assert row["nfe"] == 3 and row["rmse"] > 0
+    assert "| half-euler |" in table(rows, [4, 6])
+
+
+def test_a_plugins_baseline_must_be_a_baseline(monkeypatch):
+    import torch
+
+    from flowsolve.training.evaluation import compare
+
+    module = plugin_module(monkeypatch, "odd_baseline_plugin")
+    module.flowsolve_baselines = flowsolve.hookimpl(lambda: {"odd": object})
+    monkeypatch.setattr(registry, "_REGISTRY", discover(("odd", "odd_baseline_plugin")))
+    flow = flowsolve.GaussianMixtureFlow.random(3, 2, seed=0)
+    reference = flowsolve.ground_truth(flow, torch.randn(2, 3, dtype=torch.float64))
+    with pytest.raises(flowsolve.FlowsolveError, match=r"baseline 'odd' is a object, not a flowsolve.baselines.Baseline"):
+        compare(flow, reference, [4])
+
+
+def test_a_plugins_baseline_cannot_silently_replace_a_builtin(monkeypatch):
+    module = plugin_module(monkeypatch, "ddim_impostor_plugin")
+    module.flowsolve_baselines = flowsolve.hookimpl(lambda: {"ddim": HalfEuler})
+    with pytest.warns(UserWarning, match=r"provides baseline 'ddim'.*built-in.*ignored"):
+        found = discover(("aaa", "ddim_impostor_plugin"))
+    assert found.baselines()["ddim"] is flowsolve.baselines.DDIM

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import enum
-from typing import Callable
+from collections.abc import Callable
 
 import attrs
 
@@ -28,15 +28,15 @@ class Outcome:
     figure: str
 
     @classmethod
-    def passed(cls, figure: str) -> "Outcome":
+    def passed(cls, figure: str) -> Outcome:
         return cls(Status.PASS, figure)
 
     @classmethod
-    def failed(cls, figure: str) -> "Outcome":
+    def failed(cls, figure: str) -> Outcome:
         return cls(Status.FAIL, figure)
 
     @classmethod
-    def skipped(cls, reason: str) -> "Outcome":
+    def skipped(cls, reason: str) -> Outcome:
         return cls(Status.SKIP, reason)
 
 

@@ -3,7 +3,7 @@
 - shape-dtype-device: the output is shaped like the input, in its dtype (float32 and float64)
   and on its device; float32 agrees with a float64 run.
 - field-calls: exactly ``nfe`` evaluations of ``u``, each with a 0-dim ``t`` in ``[0, 1]`` of
-  the input's dtype and device and a state shaped like the input (DESIGN.md §1).
+  the input's dtype and device and a state shaped like the input (see docs/architecture.md).
 - determinism: the same input gives bitwise the same output.
 - gradients (parametric solvers): finite gradients reach the learnable parameters through
   ``sample(..., differentiable=True)``.
@@ -11,7 +11,7 @@
 
 from __future__ import annotations
 
-from typing import Callable
+from collections.abc import Callable
 
 import attrs
 import torch
@@ -21,7 +21,7 @@ from flowsolve.conformance.parametric_checks import pairing_label, perturb_param
 from flowsolve.conformance.problems import SEEDS, bounded, noise, smooth_fields
 from flowsolve.conformance.profiles import Effort, check_property
 from flowsolve.conformance.profiles import strategies as st
-from flowsolve.methods.runge_kutta import BaseSolver
+from flowsolve.methods.base import BaseMethod
 from flowsolve.solvers.family import compose
 from flowsolve.solvers.transforms import Transform
 
@@ -37,11 +37,11 @@ class Sampler:
     sample: Callable = attrs.field(repr=False)
 
 
-def base_sampler(base: BaseSolver) -> Sampler:
+def base_sampler(base: BaseMethod) -> Sampler:
     return Sampler(base.name, base.evaluations, lambda u, x0, steps: base.sample(u, x0, base.evaluations(steps)))
 
 
-def parametric_sampler(transform: Transform, base: BaseSolver, device) -> Sampler:
+def parametric_sampler(transform: Transform, base: BaseMethod, device) -> Sampler:
     """A perturbed (non-identity) parametric solver, one per step count and seed."""
 
     def sample(u, x0, steps):
@@ -144,7 +144,7 @@ def _determinism(sampler: Sampler, effort: Effort, device) -> Outcome:
     return Outcome.passed("bitwise identical outputs for identical inputs")
 
 
-def gradient_check(transform: Transform, base: BaseSolver, effort: Effort, device, family=None) -> Check:
+def gradient_check(transform: Transform, base: BaseMethod, effort: Effort, device, family=None) -> Check:
     """Gradients of ``transform x base``, or of ``family`` (any family with ``at(nfe)``) with ``base``'s NFEs."""
     family = family or compose(transform, base)
     label = pairing_label(transform, base) if transform is not None else family.label

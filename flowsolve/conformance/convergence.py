@@ -19,7 +19,7 @@ towards coarser grids.
 from __future__ import annotations
 
 import math
-from typing import Callable
+from collections.abc import Callable
 
 import attrs
 

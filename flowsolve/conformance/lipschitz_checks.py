@@ -17,7 +17,7 @@ from flowsolve.conformance.parametric_checks import pairing_label, perturb_param
 from flowsolve.conformance.problems import SEEDS, bounded, linear_systems
 from flowsolve.conformance.profiles import Effort, check_property
 from flowsolve.conformance.profiles import strategies as st
-from flowsolve.methods.runge_kutta import BaseSolver
+from flowsolve.methods.base import BaseMethod
 from flowsolve.solvers.family import compose
 from flowsolve.solvers.transforms import Transform
 from flowsolve.training.ground_truth import ground_truth
@@ -30,7 +30,7 @@ BOUND_SLACK = 1e-9
 GROUND_TRUTH_SLACK = 1e-7
 
 
-def lipschitz_checks(transform: Transform, base: BaseSolver, effort: Effort, device) -> list[Check]:
+def lipschitz_checks(transform: Transform, base: BaseMethod, effort: Effort, device) -> list[Check]:
     label = pairing_label(transform, base)
     return [
         Check(f"lipschitz[{label}]", "step_lipschitz(L_tau) bounds observed step ratios on linear fields",
@@ -47,7 +47,7 @@ def _perturbed_solver(transform, base, steps, seed, spread, device):
 
 
 def _lipschitz(transform, base, effort, device) -> Outcome:
-    if getattr(base, "is_multistep", False):
+    if "step-lipschitz" not in base.conformance_checks:
         return Outcome.skipped(f"{base.name} steps map several states, so there is no one-step constant; its "
                                "RMSE-Bound weights (error_amplification) are checked by rmse-bound[...]")
 

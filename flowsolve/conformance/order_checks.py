@@ -26,7 +26,7 @@ from flowsolve.conformance.check import Check, CheckFailed, Outcome
 from flowsolve.conformance.convergence import fitted_order
 from flowsolve.conformance.problems import ORDER_PROBLEMS
 from flowsolve.conformance.profiles import Effort, check_property
-from flowsolve.methods.runge_kutta import BaseSolver
+from flowsolve.methods.base import BaseMethod
 
 ORDER_TOLERANCE = 0.4
 ORDER_EXAMPLES = 3
@@ -36,7 +36,7 @@ def max_error(x: torch.Tensor, reference: torch.Tensor) -> float:
     return float((x - reference).abs().max())
 
 
-def order_checks(base: BaseSolver, effort: Effort, device) -> list[Check]:
+def order_checks(base: BaseMethod, effort: Effort, device) -> list[Check]:
     return [
         Check(f"order[{kind.name}]", f"fitted order on {kind.name} problems vs the declared order",
               lambda kind=kind, strategy=strategy: _order(base, kind, strategy(), effort, device))
@@ -44,7 +44,7 @@ def order_checks(base: BaseSolver, effort: Effort, device) -> list[Check]:
     ]
 
 
-def _order(base: BaseSolver, kind, strategy, effort: Effort, device) -> Outcome:
+def _order(base: BaseMethod, kind, strategy, effort: Effort, device) -> Outcome:
     declared = base.order
 
     def trial(problem):

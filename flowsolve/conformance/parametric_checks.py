@@ -31,6 +31,7 @@ from flowsolve.conformance.problems import (
 )
 from flowsolve.conformance.profiles import Effort, check_property
 from flowsolve.conformance.profiles import strategies as st
+from flowsolve.methods.base import BaseMethod
 from flowsolve.methods.runge_kutta import BaseSolver
 from flowsolve.solvers.family import compose
 from flowsolve.solvers.transforms import Transform
@@ -38,7 +39,7 @@ from flowsolve.solvers.transforms import Transform
 IDENTITY_TOLERANCE = 1e-12
 
 
-def pairing_label(transform: Transform, base: BaseSolver) -> str:
+def pairing_label(transform: Transform, base: BaseMethod) -> str:
     return f"{transform_name(transform)}+{base.name}"
 
 
@@ -46,13 +47,13 @@ def transform_name(transform: Transform) -> str:
     return getattr(type(transform), "name", type(transform).__name__)
 
 
-def identity_check(transform: Transform, base: BaseSolver, effort: Effort, device, examples: int = 6) -> Check:
+def identity_check(transform: Transform, base: BaseMethod, effort: Effort, device, examples: int = 6) -> Check:
     label = pairing_label(transform, base)
     return Check(f"identity[{label}]", f"identity-initialised {label} equals {base.name} on a uniform grid",
                  lambda: _identity(transform, base, effort, device, examples))
 
 
-def consistency_check(transform: Transform, base: BaseSolver, effort: Effort, device,
+def consistency_check(transform: Transform, base: BaseMethod, effort: Effort, device,
                       examples: int = ORDER_EXAMPLES) -> Check:
     label = pairing_label(transform, base)
     return Check(f"consistency[{label}]", f"{label} under smooth transforms keeps {base.name}'s order",
@@ -96,8 +97,8 @@ def _identity_diagnosis(solver, transform, base) -> str:
     off = {name: float(value) for name, value in off.items() if not float(value) <= IDENTITY_TOLERANCE}
     if off:
         shown = ", ".join(f"|{name}| up to {value:.3g}" for name, value in off.items())
-        tableau = getattr(base, "tableau", None)
-        nodes = f"nodes r_i + c_k h, c = [{', '.join(str(c) for c in tableau.c)}]" if tableau is not None else "nodes"
+        nodes = (f"nodes r_i + c_k h, c = [{', '.join(str(c) for c in base.tableau.c)}]"
+                 if isinstance(base, BaseSolver) else "nodes")
         return (f"the identity initialisation of {transform_name(transform)} is broken, not {base.name}'s tableau: "
                 f"on {base.name}'s grid ({nodes}) its initial node values have {shown}, where the identity "
                 "needs t_r = r, dt = 1, s_r = 1, ds = 0")
@@ -108,7 +109,7 @@ def _identity_diagnosis(solver, transform, base) -> str:
 # -- consistency ----------------------------------------------------------------------------------
 @attrs.frozen
 class SmoothTransform:
-    """A smooth continuous transform of the family (DESIGN.md §2), drawn by Hypothesis.
+    """A smooth continuous transform of the family (see docs/architecture.md), drawn by Hypothesis.
 
     ``t_r = warp(r + wiggle sin(pi m r) / (pi m))`` with ``warp(v) = expm1(a v) / expm1(a)`` (``|a| >= 0.3``)
     (increasing, ``t_0 = 0``, ``t_1 = 1`` since ``|wiggle| < 1``), and
@@ -148,7 +149,7 @@ def smooth_transforms(kind: str):
                      ripple_frequency=st.integers(1, 2))
 
 
-def representable_kind(transform: Transform, base: BaseSolver) -> tuple[str | None, str]:
+def representable_kind(transform: Transform, base: BaseMethod) -> tuple[str | None, str]:
     """The most general kind of smooth transform ``transform`` can be set to, and why not if none."""
     reasons = []
     for kind in KINDS:

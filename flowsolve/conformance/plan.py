@@ -10,6 +10,10 @@
 - multistep base (Adams--Bashforth): its order conditions in place of the tableau checks.
 - non-stationary family: exact start, contracts, gradients; order consistency reported as not
   declared (see :mod:`.family_checks`).
+
+Which groups apply is what the subject declares: a base method's and a family's
+``conformance_checks`` (e.g. ``"tableau"`` or ``"multistep-order"``; ``"step-lipschitz"`` where a
+step maps one state), never guessed from its attributes.
 """
 
 from __future__ import annotations
@@ -23,7 +27,7 @@ from flowsolve.conformance.contract_checks import (
     gradient_check,
     parametric_sampler,
 )
-from flowsolve.conformance.family_checks import multistep_checks, nonstationary_checks
+from flowsolve.conformance.family_checks import family_checks, multistep_checks
 from flowsolve.conformance.lipschitz_checks import lipschitz_checks
 from flowsolve.conformance.order_checks import order_checks
 from flowsolve.conformance.parametric_checks import consistency_check, identity_check
@@ -31,7 +35,8 @@ from flowsolve.conformance.profiles import DEFAULT, Effort
 from flowsolve.conformance.subject import Subject
 from flowsolve.conformance.tableau_checks import tableau_checks
 from flowsolve.conformance.transform_checks import boundary_check
-from flowsolve.methods.runge_kutta import BaseSolver, Euler, Midpoint
+from flowsolve.methods.base import BaseMethod
+from flowsolve.methods.runge_kutta import Euler, Midpoint
 from flowsolve.solvers.transforms import ScaleOnly, ScaleTime, TimeOnly, Transform
 
 # Model adapters are checked once they land (the adapters issue): their group of checks
@@ -44,7 +49,7 @@ def plan(subject: Subject, effort: Effort = DEFAULT, device="cpu") -> list[Check
     device = torch.device(device)
     checks: list[Check] = []
     if subject.family is not None:
-        return nonstationary_checks(subject.family, effort, device)
+        return family_checks(subject.family, effort, device)
     if subject.base is not None:
         checks += base_solver_checks(subject.base, effort, device)
     if subject.transform is not None:
@@ -62,13 +67,27 @@ def plan(subject: Subject, effort: Effort = DEFAULT, device="cpu") -> list[Check
     return checks
 
 
-def base_solver_checks(base: BaseSolver, effort: Effort, device) -> list[Check]:
-    algebra = multistep_checks(base) if getattr(base, "is_multistep", False) else tableau_checks(base)
-    return [*algebra, *order_checks(base, effort, device),
-            *contract_checks(base_sampler(base), effort, device)]
+# The checks of a base method itself, by the names methods declare in ``conformance_checks``.
+_METHOD_CHECKS = {
+    "tableau": lambda base, effort, device: tableau_checks(base),
+    "multistep-order": lambda base, effort, device: multistep_checks(base),
+    "order": order_checks,
+    "contracts": lambda base, effort, device: contract_checks(base_sampler(base), effort, device),
+}
+# Declared names that select checks of the method's parametric solvers (see parametric_checks).
+_PARAMETRIC_NAMES = frozenset({"parametric", "step-lipschitz"})
 
 
-def parametric_checks(transform: Transform, base: BaseSolver, effort: Effort, device) -> list[Check]:
+def base_solver_checks(base: BaseMethod, effort: Effort, device) -> list[Check]:
+    unknown = sorted(set(base.conformance_checks) - set(_METHOD_CHECKS) - _PARAMETRIC_NAMES)
+    if unknown:
+        raise ValueError(f"{type(base).__name__}.conformance_checks names {unknown}, which the conformance suite does "
+                         f"not know; known: {sorted({*_METHOD_CHECKS, *_PARAMETRIC_NAMES})}")
+    return [check for name in base.conformance_checks if name in _METHOD_CHECKS
+            for check in _METHOD_CHECKS[name](base, effort, device)]
+
+
+def parametric_checks(transform: Transform, base: BaseMethod, effort: Effort, device) -> list[Check]:
     return [
         identity_check(transform, base, effort, device),
         consistency_check(transform, base, effort, device),

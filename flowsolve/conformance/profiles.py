@@ -15,7 +15,8 @@ profiles are only registered, never loaded, so a host test suite's own profile i
 
 from __future__ import annotations
 
-from typing import Callable, TypeVar
+from collections.abc import Callable
+from typing import TypeVar
 
 import attrs
 

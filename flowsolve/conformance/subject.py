@@ -7,9 +7,11 @@ import importlib
 import attrs
 
 from flowsolve.core.tableau import ButcherTableau
+from flowsolve.methods.base import BaseMethod
 from flowsolve.methods.runge_kutta import BaseSolver
 from flowsolve.plugins import registry as _registry
 from flowsolve.solvers.family import SolverFamily
+from flowsolve.solvers.family_base import Family
 from flowsolve.solvers.transforms import Transform
 
 ACCEPTED = ("a flowsolve.BaseSolver instance or class, a flowsolve.ButcherTableau, a flowsolve.Transform "
@@ -30,9 +32,9 @@ class Subject:
 
     spec: str
     origin: str
-    base: BaseSolver | None = None
+    base: BaseMethod | None = None
     transform: Transform | None = None
-    family: object | None = None  # a registered family other than transform x base (e.g. non-stationary)
+    family: Family | None = None  # a registered family other than transform x base (e.g. non-stationary)
 
     @property
     def kind(self) -> str:
@@ -52,7 +54,7 @@ def resolve(spec: str) -> Subject:
     """Resolve a registered name or ``module:object`` to a :class:`Subject`.
 
     Raises:
-        flowsolve.registry.UnknownNameError: ``spec`` is not a registered base solver or
+        flowsolve.plugins.registry.UnknownNameError: ``spec`` is not a registered base solver or
             transform name (the message lists the registered ones).
         TypeError: the imported object is none of the accepted kinds.
         ImportError / AttributeError: ``module:object`` does not import.
@@ -92,16 +94,16 @@ def resolve(spec: str) -> Subject:
 
 def from_object(obj, spec: str, origin: str = "given object") -> Subject:
     """The :class:`Subject` for an object (see :data:`ACCEPTED` for what it may be)."""
-    if isinstance(obj, type) and issubclass(obj, (BaseSolver, Transform)):
+    if isinstance(obj, type) and issubclass(obj, (BaseMethod, Transform)):
         obj = obj()
     if isinstance(obj, ButcherTableau):
         obj = BaseSolver(obj)
-    if isinstance(obj, BaseSolver):
+    if isinstance(obj, BaseMethod):
         return Subject(spec, origin, base=obj)
     if isinstance(obj, Transform):
         return Subject(spec, origin, transform=obj)
     if isinstance(obj, SolverFamily):
         return Subject(spec, origin, base=obj.base, transform=obj.transform)
-    if hasattr(obj, "at") and hasattr(obj, "base") and hasattr(obj, "label"):  # e.g. flowsolve.NonStationary()
+    if isinstance(obj, Family):  # e.g. flowsolve.NonStationary()
         return Subject(spec, origin, base=obj.base, family=obj)
     raise TypeError(f"{spec!r} is a {type(obj).__name__} ({obj!r}); the conformance suite takes {ACCEPTED}")

@@ -1,4 +1,4 @@
-"""Boundary conditions of a transform (DESIGN.md §2) for any parameter values.
+"""Boundary conditions of a transform (t_0 = 0, t_1 = 1, s_0 = 1, s_r > 0) for any parameter values.
 
 An optimiser may move the parameters anywhere, so the parametrisation itself must keep
 ``t_0 = 0``, ``t_last = 1``, ``t`` strictly increasing, ``s_0 = 1`` and ``s > 0`` (all finite).

@@ -24,15 +24,16 @@ def batched_time(field: VelocityField) -> VelocityField:
     Example:
         >>> u = batched_time(lambda t, x: -x * t.reshape(-1, *[1] * (x.dim() - 1)))
     """
+    # A plain attribute on the callable (functions and modules accept one); mypy cannot see it.
     try:
-        field.accepts_batched_time = True
+        field.accepts_batched_time = True  # type: ignore[attr-defined]
         return field
     except AttributeError:  # e.g. a builtin or a bound method: wrap it
 
         def wrapped(t, x):
             return field(t, x)
 
-        wrapped.accepts_batched_time = True
+        wrapped.accepts_batched_time = True  # type: ignore[attr-defined]
         return wrapped
 
 

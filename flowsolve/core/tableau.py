@@ -152,7 +152,7 @@ class ButcherTableau:
 
     def _condition(self, tree: tuple) -> tuple[Fraction, Fraction]:
         phi = self._elementary_weights(tree)
-        return sum(bi * p for bi, p in zip(self.b, phi)), Fraction(1, _tree_density(tree))
+        return sum((bi * p for bi, p in zip(self.b, phi)), Fraction(0)), Fraction(1, _tree_density(tree))
 
     def achieved_order(self, max_order: int = 8) -> int:
         """The largest ``p <= max_order`` for which all conditions up to order ``p`` hold."""

@@ -1,26 +1,30 @@
 """Base solvers: explicit Runge--Kutta methods defined by their Butcher tableau.
 
 A new method is a tableau constant plus a few lines; the stepping code lives once, in
-:func:`flowsolve._rk.rk_step`.
+:func:`flowsolve.core.rk_step.rk_step`.
 """
 
 from __future__ import annotations
 
+import warnings
 from fractions import Fraction as F
 
 import torch
 
 from flowsolve.core.field import VelocityField, call_field
+from flowsolve.core.grid import NodeGrid
 from flowsolve.core.rk_step import rk_step
 from flowsolve.core.tableau import ButcherTableau
+from flowsolve.methods.base import BaseMethod
 
 
-class BaseSolver:
-    """An explicit Runge--Kutta base solver.
+class BaseSolver(BaseMethod):
+    """An explicit Runge--Kutta base solver, driven by its Butcher tableau.
 
     Costs ``stages`` velocity evaluations (NFE) per step; an NFE budget must be a multiple
     of ``stages``. On its own it integrates on a uniform grid; combined with a
     :class:`~flowsolve.Transform` by :func:`~flowsolve.compose` it becomes a parametric solver.
+    A subclass that sets ``tableau`` as a class attribute has it checked when it is defined.
 
     Args:
         tableau: the method; subclasses set it as a class attribute.
@@ -31,13 +35,20 @@ class BaseSolver:
     """
 
     tableau: ButcherTableau
+    conformance_checks = ("tableau", "order", "contracts", "parametric", "step-lipschitz")
+
+    def __init_subclass__(cls, **kwargs):
+        super().__init_subclass__(**kwargs)
+        if "tableau" in cls.__dict__ and not isinstance(cls.__dict__["tableau"], ButcherTableau):
+            raise TypeError(f"{cls.__qualname__}.tableau must be a ButcherTableau, "
+                            f"got {type(cls.__dict__['tableau']).__name__}")
 
     def __init__(self, tableau: ButcherTableau | None = None):
         if tableau is not None:
             if not isinstance(tableau, ButcherTableau):
                 raise TypeError(f"tableau must be a ButcherTableau, got {type(tableau).__name__}")
             self.tableau = tableau
-        elif not hasattr(self, "tableau"):
+        elif not _has_class_tableau(type(self)):
             raise TypeError("BaseSolver() needs a ButcherTableau; use e.g. BaseSolver(my_tableau) or Midpoint()")
 
     @property
@@ -57,20 +68,34 @@ class BaseSolver:
         return n_steps * self.stages
 
     def to_dict(self) -> dict:
-        """What a solver file stores to rebuild this base (see :mod:`flowsolve.persistence`)."""
+        """The stored description: the tableau, plus any options a subclass adds (override
+        together with :meth:`from_dict`)."""
         return self.tableau.to_dict()
 
-    def node_grid(self, n_steps: int):
+    def spec_options(self) -> dict:
+        return {key: value for key, value in self.to_dict().items() if key != "name"}
+
+    @classmethod
+    def from_spec(cls, name: str, options: dict) -> BaseSolver:
+        return cls.from_dict({"name": name, **options})
+
+    @classmethod
+    def from_dict(cls, data: dict) -> BaseSolver:
+        """The method :meth:`to_dict` described: this class if it has the stored tableau, else
+        (a user's own tableau, or one a plugin has since changed) the stored tableau as a plain
+        :class:`BaseSolver`, with a warning: the stored method is what was fitted."""
+        tableau = ButcherTableau.from_dict(data)
+        if cls is BaseSolver:
+            return BaseSolver(tableau)
+        if _has_class_tableau(cls) and cls.tableau == tableau:
+            return cls()
+        warnings.warn(f"the stored base solver {tableau.name!r} is not the registered {tableau.name!r} "
+                      f"({cls.__name__}); loading the stored tableau as a plain BaseSolver", stacklevel=3)
+        return BaseSolver(tableau)
+
+    def node_grid(self, n_steps: int) -> NodeGrid:
         """The ``r``-nodes where a parametric solver of ``n_steps`` steps evaluates the field."""
-        from flowsolve.core.grid import NodeGrid
-
         return NodeGrid.build(self.tableau, n_steps)
-
-    def parametric_solver(self, transform, n_steps: int):
-        """The :class:`~flowsolve.ParametricSolver` of ``transform`` x this base with ``n_steps`` steps."""
-        from flowsolve.solvers.parametric import ParametricSolver
-
-        return ParametricSolver(transform, self, n_steps)
 
     def n_steps(self, nfe: int) -> int:
         """Steps that spend exactly ``nfe`` evaluations; ``ValueError`` if there is no such count."""
@@ -119,6 +144,11 @@ class BaseSolver:
         if type(self) is BaseSolver:
             return f"BaseSolver({self.tableau!r})"
         return f"{type(self).__name__}()"
+
+
+def _has_class_tableau(cls) -> bool:
+    """Whether ``cls`` (or a base class below BaseSolver) fixes its tableau as a class attribute."""
+    return any("tableau" in klass.__dict__ for klass in cls.__mro__ if klass is not BaseSolver)
 
 
 EULER = ButcherTableau("euler", a=[[0]], b=[1], c=[0], order=1)

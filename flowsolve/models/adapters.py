@@ -1,18 +1,25 @@
 """Model adapters: turn a network trained in another parameterisation or time convention into
-a velocity field ``u(t, x)`` with t = 0 noise, t = 1 data (DESIGN.md §1, §6).
+a velocity field ``u(t, x)`` with t = 0 noise, t = 1 data.
 
-All adapters call the network as ``model(x, time)`` with a per-sample ``(batch,)`` time, and
-accept per-sample times themselves. Conversions that are singular at an end point evaluate
-the network at the nearest safe time (``t_min`` from that end) instead: documented per adapter.
+Every adapter is an :class:`Adapter`: it calls the network (:meth:`Adapter.network`, the hook a
+subclass overrides for a model with another signature), and turns what the network predicts
+into the velocity of its scheduler's path (:mod:`flowsolve.paths.predictions`, the one place
+that conversion lives). All adapters call the network as ``model(x, time)`` with a per-sample
+``(batch,)`` time, and accept per-sample times themselves. Conversions that are singular at an
+end point evaluate the network at the nearest safe time (``t_min`` from that end) instead:
+documented per adapter.
 """
 
 from __future__ import annotations
+
+import abc
 
 import torch
 from torch import nn
 
 from flowsolve.core.field import VelocityField
 from flowsolve.paths import schedulers as _schedulers
+from flowsolve.paths.predictions import predictions_from, velocity_from
 
 
 def _expand(t: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
@@ -24,8 +31,29 @@ def _column(values: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
     return values.reshape(-1, *([1] * (x.dim() - 1)))
 
 
-class Adapter(nn.Module):
-    """Base class: wraps ``model`` (kept as a submodule when it is one, so fingerprints see its weights)."""
+class Adapter(nn.Module, abc.ABC):
+    """A network that predicts ``predicts`` on ``scheduler``'s path, as a velocity field ``u(t, x)``.
+
+    ``model`` is kept as a submodule when it is one, so fingerprints see its weights. Subclasses
+    declare what the network predicts (:attr:`predicts`, one of
+    :data:`~flowsolve.paths.predictions.PREDICTION_TYPES`) and may override
+
+    * :meth:`network` to call a model with another signature or time convention (like
+      k-diffusion's ``get_eps``): it returns the prediction at flow time ``t``;
+    * :meth:`times` to hold the network inside the times where the conversion is regular
+      (and :attr:`time_range` to say so).
+
+    Example:
+        >>> from flowsolve.paths.schedulers import VP
+        >>> class TimestepModel(Adapter):  # a noise predictor called at timestep k = 999 (1 - t)
+        ...     kind = "timestep-eps"
+        ...     predicts = "eps"
+        ...     def network(self, x, t):
+        ...         return self.model(x, 999 * (1 - t))
+        >>> u = TimestepModel(lambda x, k: torch.zeros_like(x), VP())
+        >>> u(torch.tensor(0.5), torch.ones(2, 3)).shape
+        torch.Size([2, 3])
+    """
 
     accepts_batched_time = True
     kind = "adapter"
@@ -41,13 +69,32 @@ class Adapter(nn.Module):
         if shape is not None:
             self.sample_shape = tuple(shape)
 
+    @property
+    @abc.abstractmethod
+    def predicts(self) -> str:
+        """What :meth:`network` returns: ``"velocity"``, ``"eps"``, ``"x1"`` or ``"v"``."""
+
     def network(self, x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
-        """Call the model in its own time convention; ``t`` is ``(batch,)`` flow time."""
+        """The network's prediction at ``(batch,)`` flow time ``t``: the model called in its own
+        time convention. Override to call a model with another signature."""
         out = self.model(x, t if self.time == "flow" else 1 - t)
         if not isinstance(out, torch.Tensor) or out.shape != x.shape:
             got = tuple(out.shape) if isinstance(out, torch.Tensor) else type(out).__name__
             raise ValueError(f"the {self.kind} model returned {got} for x of shape {tuple(x.shape)}; expected x's shape")
         return out
+
+    def times(self, t, x: torch.Tensor) -> torch.Tensor:
+        """The ``(batch,)`` flow times the network is evaluated at for ``t`` (0-dim or per sample)."""
+        return _expand(t, x)
+
+    def forward(self, t, x):
+        t = self.times(t, x)
+        return velocity_from(self.predicts, self.network(x, t), x, t, self.scheduler)
+
+    def predictions(self, t, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """The network's estimates ``(x1_hat, eps_hat)`` of the data and the noise at flow time ``t``."""
+        t = self.times(t, x)
+        return predictions_from(self.predicts, self.network(x, t), x, t, self.scheduler)
 
     @property
     def time_range(self) -> tuple[float, float]:
@@ -66,9 +113,10 @@ class VelocityPrediction(Adapter):
     """
 
     kind = "velocity"
+    predicts = "velocity"
 
-    def forward(self, t, x):
-        out = self.network(x, _expand(t, x))
+    def network(self, x, t):
+        out = super().network(x, t)
         return out if self.time == "flow" else -out
 
 
@@ -83,6 +131,7 @@ class NoisePrediction(Adapter):
     """
 
     kind = "eps"
+    predicts = "eps"
 
     def __init__(self, model, scheduler, time="flow", t_min: float | None = None, t_max: float | None = None):
         super().__init__(model, scheduler, time)
@@ -99,11 +148,8 @@ class NoisePrediction(Adapter):
     def time_range(self) -> tuple[float, float]:
         return (self.t_min, self.t_max)
 
-    def forward(self, t, x):
-        t = _expand(t, x).clamp(self.t_min, self.t_max)
-        s = self.scheduler
-        alpha, sigma, d_alpha, d_sigma = (_column(f(t), x) for f in (s.alpha, s.sigma, s.d_alpha, s.d_sigma))
-        return d_alpha / alpha * x + (d_sigma - d_alpha * sigma / alpha) * self.network(x, t)
+    def times(self, t, x):
+        return _expand(t, x).clamp(self.t_min, self.t_max)
 
 
 class DataPrediction(Adapter):
@@ -115,6 +161,7 @@ class DataPrediction(Adapter):
     """
 
     kind = "x-pred"
+    predicts = "x1"
 
     def __init__(self, model, scheduler, time="flow", t_min: float | None = None):
         super().__init__(model, scheduler, time)
@@ -129,11 +176,8 @@ class DataPrediction(Adapter):
     def time_range(self) -> tuple[float, float]:
         return (0.0, 1 - self.t_min)
 
-    def forward(self, t, x):
-        t = _expand(t, x).clamp(max=1 - self.t_min)
-        s = self.scheduler
-        alpha, sigma, d_alpha, d_sigma = (_column(f(t), x) for f in (s.alpha, s.sigma, s.d_alpha, s.d_sigma))
-        return d_sigma / sigma * x + (d_alpha - d_sigma * alpha / sigma) * self.network(x, t)
+    def times(self, t, x):
+        return _expand(t, x).clamp(max=1 - self.t_min)
 
 
 class VPrediction(Adapter):
@@ -143,6 +187,7 @@ class VPrediction(Adapter):
     (default ``1 - 1e-3``) there."""
 
     kind = "v-pred"
+    predicts = "v"
 
     def __init__(self, model, scheduler, time="flow", t_max: float | None = None):
         super().__init__(model, scheduler, time)
@@ -159,11 +204,8 @@ class VPrediction(Adapter):
     def time_range(self) -> tuple[float, float]:
         return (0.0, self.t_max)
 
-    def forward(self, t, x):
-        t = _expand(t, x).clamp(max=self.t_max)
-        s = self.scheduler
-        factor = s.d_sigma(t) * s.alpha(t) - s.d_alpha(t) * s.sigma(t)
-        return _column(factor, x) * self.network(x, t)
+    def times(self, t, x):
+        return _expand(t, x).clamp(max=self.t_max)
 
 
 class EDMDenoiser(Adapter):
@@ -176,6 +218,7 @@ class EDMDenoiser(Adapter):
     """
 
     kind = "edm"
+    predicts = "x1"
 
     def __init__(self, model, sigma_min: float = 0.002, sigma_max: float = 80.0):
         super().__init__(model, _schedulers.FMOT())
@@ -187,11 +230,18 @@ class EDMDenoiser(Adapter):
     def time_range(self) -> tuple[float, float]:
         return (1 / (1 + self.sigma_max), 1 / (1 + self.sigma_min))
 
+    def times(self, t, x):
+        return _expand(t, x).clamp(1 / (1 + self.sigma_max), 1 / (1 + self.sigma_min))
+
+    def network(self, x, t):
+        """``D(x_t / t, (1 - t) / t)``: the denoiser's data estimate at flow time ``t``."""
+        return self.model(x / _column(t, x), (1 - t) / t)
+
     def forward(self, t, x):
-        t = _expand(t, x).clamp(1 / (1 + self.sigma_max), 1 / (1 + self.sigma_min))
-        column = _column(t, x)
-        data = self.model(x / column, (1 - t) / t)
-        return (data - x) / (1 - column)
+        # The x1 conversion on FM-OT (alpha = t, sigma = 1 - t) in EDM's closed form: the general
+        # formula rounds differently, and fingerprints hash the output bit for bit.
+        t = self.times(t, x)
+        return (self.network(x, t) - x) / (1 - _column(t, x))
 
 
 class ClassifierFreeGuidance(nn.Module):

@@ -27,7 +27,7 @@ class Rescheduled(nn.Module):
 
     Example:
         >>> from flowsolve import schedulers
-        >>> from flowsolve.gaussian_mixture import GaussianMixtureFlow
+        >>> from flowsolve.models.gaussian_mixture import GaussianMixtureFlow
         >>> u = GaussianMixtureFlow.random(dim=4, components=2)  # FM-OT
         >>> cosine_field = Rescheduled(u, schedulers.FMOT(), schedulers.Cosine())
     """

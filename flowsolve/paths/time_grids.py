@@ -14,12 +14,15 @@ DDIM on the schedule's grid.
 from __future__ import annotations
 
 import math
-from typing import Callable
+from collections.abc import Callable
 
 import torch
 
+# A layer above paths/: the model's noise range lives with the baselines' grids for now (it
+# belongs in paths/; tests/test_layers.py lists this import as a known exception).
 from flowsolve.baselines.training_free import sigma_range
 from flowsolve.paths.schedulers import Cosine, Scheduler
+from flowsolve.solvers.transforms import NodeValues
 
 
 def _pinned(curve: Callable[[torch.Tensor], torch.Tensor]) -> Callable[[torch.Tensor], torch.Tensor]:
@@ -104,16 +107,13 @@ def schedule_time(name: str, scheduler: Scheduler, model=None):
 def start_from_schedule(solver, spec: str, model) -> None:
     """Set ``solver`` (a :class:`~flowsolve.ParametricSolver`) to schedule ``spec`` of ``model``'s
     scheduler: ``"log-snr"`` etc. (time only), or ``"log-snr+ddim"`` (time and DDIM's scale)."""
-    from flowsolve.solvers.transforms import NodeValues
-
     scheduler = getattr(model, "scheduler", None)
     if not isinstance(scheduler, Scheduler):
         raise ValueError(f"init={spec!r} needs a Gaussian-path model carrying a flowsolve scheduler (.scheduler)")
     name, plus, scaling = spec.partition("+")
     if plus and scaling != "ddim":
         raise ValueError(f"init={spec!r}: the only scaling is '+ddim' (e.g. 'log-snr+ddim')")
-    learns = {"time": getattr(solver.transform, "learns_time", False),
-              "scale": getattr(solver.transform, "learns_scale", False)}
+    learns = {"time": solver.transform.learns_time, "scale": solver.transform.learns_scale}
     # '+ddim' sets the scale and, for the exact DDIM start, the time derivatives: it needs both.
     missing = [what for what, needed in (("time", name != "uniform" or plus), ("scale", bool(plus)))
                if needed and not learns[what]]
@@ -125,7 +125,8 @@ def start_from_schedule(solver, spec: str, model) -> None:
         return
     scale_of_t = ddim_scale(scheduler)
     solver.set_transform(time, lambda r: scale_of_t(time(r)))
-    euler_like = solver.base.tableau.c == (0,) and solver.base.order == 1  # Euler, or Adams-Bashforth 1
+    # Euler, or Adams-Bashforth 1: order 1 with one evaluation per step, at the step's start.
+    euler_like = solver.base.order == 1 and solver.base.evaluations(solver.n_steps) == solver.n_steps
     if euler_like:  # secant derivatives: the start is exactly DDIM
         _, t, _, s, _ = solver.nodes()
         dt, ds = ddim_euler_derivatives(scheduler, t, solver.step_size)

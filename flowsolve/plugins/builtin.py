@@ -1,8 +1,19 @@
-"""flowsolve's own solvers, transforms, losses and adapters, registered like any plugin."""
+"""flowsolve's own solvers, transforms, losses, adapters, models and baselines, registered like any plugin."""
 
 from __future__ import annotations
 
+import importlib
+
 from flowsolve.plugins.hookspecs import hookimpl
+
+# flowsolve's own baselines, in the order reports list them: one module each, holding the baseline
+# and its ``BASELINES`` table ``{name: factory}``. A new baseline is a new module and one line here.
+BASELINE_MODULES = (
+    "flowsolve.baselines.uniform",
+    "flowsolve.baselines.edm",
+    "flowsolve.baselines.dpm_solver",
+    "flowsolve.baselines.ddim",
+)
 
 
 @hookimpl
@@ -41,6 +52,12 @@ def flowsolve_model_adapters():
     from flowsolve.models.adapters import BUILTIN_ADAPTERS
 
     return dict(BUILTIN_ADAPTERS)
+
+
+@hookimpl
+def flowsolve_baselines():
+    return {name: factory for module in BASELINE_MODULES
+            for name, factory in importlib.import_module(module).BASELINES.items()}
 
 
 @hookimpl

@@ -16,7 +16,13 @@ that raises is reported against its plugin without breaking the others.
 
 from __future__ import annotations
 
+from collections.abc import Callable, Mapping
+from typing import TYPE_CHECKING
+
 import pluggy
+
+if TYPE_CHECKING:  # the hooks' types only: plugins import this module before anything heavy
+    from flowsolve.baselines import Baseline
 
 PROJECT = "flowsolve"
 hookspec = pluggy.HookspecMarker(PROJECT)
@@ -71,10 +77,15 @@ def flowsolve_transforms():
 def flowsolve_solver_families():
     """Solver families other than transform x base solver (those come from the two hooks above).
 
-    :return: a mapping ``{name: family class}``; ``family()`` has ``at(nfe, init=None, model=None)``,
-        ``fit(model, nfe)``, ``label``, ``to_dict()`` and ``has_local_steps``,
-        and ``family.solver_class.from_header(header)`` rebuilds a saved solver (the name is what
-        solver files store).
+    :return: a mapping ``{name: family class}``, each a subclass of
+        :class:`flowsolve.solvers.family_base.Family` whose ``name`` is ``name`` (what solver files
+        store). The class is called with keyword arguments only: ``family()`` (the conformance
+        suite) and ``family(base=base_solver)`` (``flowsolve fit --family NAME --base BASE``), so
+        it takes an optional ``base`` (the method it starts from). An instance has
+        ``at(nfe, init=None, model=None)``, ``fit(model, nfe, **options)``, ``new_solver(nfe)``,
+        ``label``, ``to_dict()``, ``to_spec()`` / ``from_spec(name, options)`` (how
+        :func:`flowsolve.load` rebuilds it) and the class variables ``has_local_steps`` and
+        ``conformance_checks``.
     """
 
 
@@ -96,6 +107,17 @@ def flowsolve_models():
 
 
 @hookspec
+def flowsolve_baselines() -> Mapping[str, Callable[[], Baseline]]:
+    """Training-free baselines this plugin provides: reports (``flowsolve eval``,
+    :func:`flowsolve.training.evaluation.compare`) compare learned solvers with every registered one.
+
+    :return: a mapping ``{name: factory}``; ``factory()`` returns a
+        :class:`flowsolve.baselines.Baseline` whose ``name`` is ``name``.
+    """
+    return {}  # never runs: pluggy calls the plugins' implementations, the spec only names the hook
+
+
+@hookspec
 def flowsolve_overrides():
     """Built-in names this plugin means to replace with its own.
 
@@ -105,6 +127,6 @@ def flowsolve_overrides():
     both refused (the built-in is kept). It does not settle clashes between plugins.
 
     :return: a mapping ``{kind: [names]}``, kind one of ``"base solver"``, ``"transform"``,
-        ``"loss"``, ``"model adapter"``, ``"model"``, ``"solver family"``; e.g.
+        ``"loss"``, ``"model adapter"``, ``"model"``, ``"solver family"``, ``"baseline"``; e.g.
         ``{"base solver": ["midpoint"]}``.
     """

@@ -1,6 +1,6 @@
 """The plugin registry: pluggy, fed by the ``flowsolve`` entry-point group.
 
-Built-in solvers, transforms, losses and adapters are registered through the same entry
+Built-in solvers, transforms, losses, adapters and baselines are registered through the same entry
 point a third-party package uses. ``FLOWSOLVE_DISABLE_PLUGINS=name1,name2`` skips named plugins.
 
 What every plugin provides is collected once, when the registry is built, under these rules:
@@ -23,8 +23,7 @@ from __future__ import annotations
 import importlib.metadata
 import os
 import warnings
-from collections.abc import Mapping
-from typing import Callable
+from collections.abc import Callable, Mapping
 
 import attrs
 import pluggy
@@ -44,6 +43,7 @@ KINDS: dict[str, str] = {
     "model adapter": "flowsolve_model_adapters",
     "model": "flowsolve_models",
     "solver family": "flowsolve_solver_families",
+    "baseline": "flowsolve_baselines",
 }
 
 
@@ -166,14 +166,14 @@ class Registry:
                 self._refused[(kind, name)] = message
                 self._report(message, [plugin for plugin, _ in others], f"{what}: refused, also provided by another plugin")
                 continue
-            table[name] = builtin[0][1]
+            builtin_plugin, table[name] = builtin[0]
             replacing = [plugin for plugin, _ in others if name in overrides.get(plugin, {}).get(kind, ())]
             for plugin, _ in others:
                 if plugin in replacing:
                     continue
                 self._report(
                     f"flowsolve {self._describe(plugin)} provides {what}, which flowsolve's "
-                    f"built-ins ({self._source(self.builtin)}) already provide: the built-in is kept and the plugin's "
+                    f"built-ins ({self._source(builtin_plugin)}) already provide: the built-in is kept and the plugin's "
                     f"is ignored (a plugin that means to replace it names it in its flowsolve_overrides hook)",
                     [plugin], f"{what}: ignored, the built-in {kind} of that name is used")
             if len(replacing) == 1:
@@ -245,6 +245,10 @@ class Registry:
     def models(self) -> dict[str, Callable]:
         return self.table("model")
 
+    def baselines(self) -> dict[str, Callable]:
+        """``{name: factory}`` of every training-free baseline, built-ins first (in their order)."""
+        return self.table("baseline")
+
     def detect_adapter(self, model):
         """``(kind, options)`` for ``model`` from the plugins that recognise it, or ``None``.
 
@@ -293,8 +297,8 @@ def reset() -> None:
 
 
 def lookup(kind: str, name: str):
-    """The ``kind`` ("base solver", "transform", "loss", "model adapter", "model", "solver family")
-    registered as ``name``.
+    """The ``kind`` ("base solver", "transform", "loss", "model adapter", "model", "solver family",
+    "baseline") registered as ``name``.
 
     Raises:
         NameClashError: two plugins provide ``name``; the message names both.

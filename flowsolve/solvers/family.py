@@ -1,12 +1,24 @@
-"""A solver family: a transform composed with a base solver; ``at(nfe)`` gives a solver."""
+"""A solver family: a transform composed with a base method; ``at(nfe)`` gives a solver."""
 
 from __future__ import annotations
 
+from typing import cast
+
 import attrs
 
-from flowsolve.methods.runge_kutta import BaseSolver
-from flowsolve.solvers.parametric import ParametricSolver
+from flowsolve.core.solver_file import part_spec
+from flowsolve.methods.adams import AdamsBashforth
+from flowsolve.methods.base import BaseMethod
+from flowsolve.solvers.family_base import Family
+from flowsolve.solvers.multistep import MultistepSolver
+from flowsolve.solvers.parametric import TRANSFORM_X_BASE, ParametricSolver
 from flowsolve.solvers.transforms import Transform
+
+# The solver module of each kind of base method, first match wins.
+_SOLVER_OF_METHOD: tuple[tuple[type[BaseMethod], type[ParametricSolver]], ...] = (
+    (AdamsBashforth, MultistepSolver),
+    (BaseMethod, ParametricSolver),
+)
 
 
 def _check_transform(instance, attribute, value):
@@ -17,14 +29,20 @@ def _check_transform(instance, attribute, value):
 
 
 def _check_base(instance, attribute, value):
-    if not isinstance(value, BaseSolver):
+    if not isinstance(value, BaseMethod):
         raise TypeError(
             f"base must be a flowsolve.BaseSolver instance (e.g. Midpoint()), got {type(value).__name__} {value!r}"
         )
 
 
+def parametric_solver(transform: Transform, base: BaseMethod, n_steps: int) -> ParametricSolver:
+    """The solver module of ``transform`` x ``base`` with ``n_steps`` steps."""
+    solver_class = next(solver for method, solver in _SOLVER_OF_METHOD if isinstance(base, method))
+    return solver_class(transform, base, n_steps)
+
+
 @attrs.frozen
-class SolverFamily:
+class SolverFamily(Family):
     """All parametric solvers ``transform x base`` (paper sec. 2.2), one per step count.
 
     Example:
@@ -35,12 +53,24 @@ class SolverFamily:
     """
 
     transform: Transform = attrs.field(validator=_check_transform)
-    base: BaseSolver = attrs.field(validator=_check_base)
+    base: BaseMethod = attrs.field(validator=_check_base)
 
+    name = TRANSFORM_X_BASE
     has_local_steps = True  # its solvers have step(i, x): RMSE-Bound is the default loss
+    conformance_checks = ("base", "transform", "parametric")
 
     def to_dict(self) -> dict:
         return {"transform": self.transform.to_dict(), "base": self.base.name}
+
+    def to_spec(self) -> dict:
+        return part_spec(self.kind, self.name, {"transform": self.transform.to_spec(), "base": self.base.to_spec()})
+
+    @classmethod
+    def from_spec(cls, name: str, options: dict) -> SolverFamily:
+        return cls(options["transform"], options["base"])
+
+    def new_solver(self, nfe: int) -> ParametricSolver:
+        return parametric_solver(self.transform, self.base, self.base.n_steps(nfe))
 
     @property
     def label(self) -> str:
@@ -49,7 +79,7 @@ class SolverFamily:
     def at(self, nfe: int, init=None, model=None) -> ParametricSolver:
         """The solver spending ``nfe`` evaluations (whole steps of the base): identity-initialised,
         or started from ``init`` (see :meth:`ParametricSolver.initialise`; schedules need ``model``)."""
-        solver = self.base.parametric_solver(self.transform, self.base.n_steps(nfe))
+        solver = self.new_solver(nfe)
         if init is not None:
             solver.initialise(init, model)
         return solver
@@ -64,7 +94,7 @@ class SolverFamily:
             model: velocity field ``u(t, x)`` (t = 0 noise, 1 data); a ``torch.nn.Module`` or
                 any callable. Its sample shape comes from ``model.sample_shape`` or ``sample_shape=``.
             nfe: evaluation budget of the fitted solver.
-            loss: a :class:`~flowsolve.losses.Loss`; default ``RMSEBound(L_tau)``.
+            loss: a :class:`~flowsolve.training.losses.Loss`; default ``RMSEBound(L_tau)``.
             L_tau: Lipschitz hyper-parameter of the default loss (1.0).
             iterations, batch_size, lr: Adam training loop (defaults 1000, 32, 2e-3).
             train_trajectories, val_trajectories: ground-truth paths for training and
@@ -73,7 +103,7 @@ class SolverFamily:
             seed: minibatch seed; the same seeds give the same result.
             noise_seed: seed of the ground-truth noise (part of the store's key).
             device, dtype: where and in which precision the model runs (default: the model's).
-            store: a directory (or :class:`~flowsolve.store.TrajectoryStore`) to keep the
+            store: a directory (or :class:`~flowsolve.training.store.TrajectoryStore`) to keep the
                 ground truth in for reuse across step counts, families and runs; ``None`` keeps it in memory.
             rtol, atol, max_step: dopri5 settings of the ground truth.
             checkpoint: file to save progress to; an interrupted fit with the same settings
@@ -82,7 +112,7 @@ class SolverFamily:
                 grid): a fitted solver of this family at this or another NFE, or the name of a
                 time schedule of the model's scheduler: ``"log-snr"``, ``"edm"``, ``"cosine"``,
                 ``"uniform"``, optionally with DDIM's scale: ``"log-snr+ddim"`` (see
-                :mod:`flowsolve.schedules`).
+                :mod:`flowsolve.paths.time_grids`).
             progress: draw progress bars (default: when stderr is a terminal).
 
         Returns:
@@ -91,18 +121,16 @@ class SolverFamily:
 
         Example:
             >>> import flowsolve
-            >>> from flowsolve.gaussian_mixture import GaussianMixtureFlow
+            >>> from flowsolve.models.gaussian_mixture import GaussianMixtureFlow
             >>> flow = GaussianMixtureFlow.random(dim=8, components=3)
             >>> family = flowsolve.compose(flowsolve.ScaleTime(), flowsolve.Midpoint())
             >>> solver = family.fit(flow, nfe=4, iterations=20, train_trajectories=64,
             ...                     val_trajectories=32, progress=False)
         """
-        from flowsolve.training.fit import fit
-
-        return fit(self, model, nfe, **options)
+        return cast(ParametricSolver, super().fit(model, nfe, **options))
 
 
-def compose(transform: Transform, base: BaseSolver) -> SolverFamily:
+def compose(transform: Transform, base: BaseMethod) -> SolverFamily:
     """Combine a :class:`Transform` and a :class:`BaseSolver` into a :class:`SolverFamily`.
 
     Example:

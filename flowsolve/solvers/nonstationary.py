@@ -16,7 +16,8 @@ through the whole rollout (RMSE or PSNR), not on local errors.
 
 from __future__ import annotations
 
-from typing import Callable
+from collections.abc import Callable
+from typing import cast
 
 import attrs
 import torch
@@ -24,8 +25,12 @@ import torch.utils.checkpoint
 from torch import nn
 
 from flowsolve.core.field import call_field
-from flowsolve.methods.runge_kutta import BaseSolver, Midpoint
-from flowsolve.solvers.parametric import ParametricSolver, SolverModule, Trajectory
+from flowsolve.core.solver_file import part_spec
+from flowsolve.methods.base import BaseMethod
+from flowsolve.methods.runge_kutta import Midpoint
+from flowsolve.solvers.family_base import Family
+from flowsolve.solvers.module import SolverModule, Trajectory
+from flowsolve.solvers.parametric import ParametricSolver
 
 FAMILY_NAME = "non-stationary"
 
@@ -131,23 +136,14 @@ class NonStationarySolver(SolverModule):
 
     @staticmethod
     def _evaluate(u, t, z, k, check_finite, checkpoint):
-        call = lambda t, z: call_field(u, t, z, where=f"in evaluation {k}", check_finite=check_finite)  # noqa: E731
+        call = lambda t, z: call_field(u, t, z, where=f"in evaluation {k}", check_finite=check_finite)
         if checkpoint:
             return torch.utils.checkpoint.checkpoint(call, t, z, use_reentrant=False)
         return call(t, z)
 
-    def save(self, path) -> None:
-        """Write parameters and metadata to ``path`` atomically (see :func:`flowsolve.load`)."""
-        from flowsolve.persistence import save_solver
-
-        save_solver(self, path)
-
-    def header(self) -> dict:
-        return {"family": FAMILY_NAME, "nfe": self.nfe}
-
-    @classmethod
-    def from_header(cls, header: dict) -> "NonStationarySolver":
-        return cls(int(header["nfe"]))
+    def family_spec(self) -> dict:
+        # Which base the family started from does not matter to a fitted solver: it is not stored.
+        return part_spec("solver family", FAMILY_NAME)
 
     def extra_repr(self) -> str:
         return f"nfe={self.nfe}, params={self.num_params}"
@@ -179,9 +175,11 @@ class _RecordingField:
 def _as_method(init, nfe: int, model) -> Callable:
     """``x0 -> x1`` of ``init``: a base solver (uniform grid), a parametric solver, a baseline
     object or a registered base-solver / baseline name."""
-    from flowsolve.baselines.training_free import builtin_baselines
-
     if isinstance(init, str):
+        # Names are resolved on demand: the training-free baselines and the plugin registry live
+        # in layers above this one (fit and the CLI pass names through unchanged).
+        from flowsolve.baselines import builtin_baselines
+
         baselines = builtin_baselines()
         if init in baselines:
             init = baselines[init]()
@@ -189,7 +187,7 @@ def _as_method(init, nfe: int, model) -> Callable:
             from flowsolve.plugins.registry import base_solver
 
             init = base_solver(init)
-    if isinstance(init, BaseSolver):
+    if isinstance(init, BaseMethod):
         return lambda u, x0: init.sample(u, x0, nfe)
     if isinstance(init, ParametricSolver):
         if init.nfe != nfe:
@@ -239,7 +237,7 @@ def trace(init, nfe: int, model=None) -> tuple[torch.Tensor, torch.Tensor]:
 
 
 @attrs.frozen
-class NonStationary:
+class NonStationary(Family):
     """The non-stationary family; ``at(nfe)`` reproduces ``base`` on a uniform grid exactly.
 
     Example:
@@ -248,11 +246,12 @@ class NonStationary:
         75
     """
 
-    base: BaseSolver = attrs.field(factory=Midpoint)
+    base: BaseMethod = attrs.field(factory=Midpoint)
     name = FAMILY_NAME
     solver_class = NonStationarySolver
 
     has_local_steps = False
+    conformance_checks = ("start", "contracts", "gradients", "order-consistency")
 
     def at(self, nfe: int, init=None, model=None) -> NonStationarySolver:
         """The solver at ``nfe``, started as ``base`` on a uniform grid, or as ``init`` (see
@@ -263,8 +262,18 @@ class NonStationary:
         solver.initialise(self.base if init is None else init, model)
         return solver
 
+    def new_solver(self, nfe: int) -> NonStationarySolver:
+        return NonStationarySolver(nfe)
+
     def to_dict(self) -> dict:
         return {"name": FAMILY_NAME, "base": self.base.name}
+
+    def to_spec(self) -> dict:
+        return part_spec(self.kind, self.name, {"base": self.base.to_spec()})
+
+    @classmethod
+    def from_spec(cls, name: str, options: dict) -> NonStationary:
+        return cls(**options)
 
     @property
     def label(self) -> str:
@@ -274,6 +283,4 @@ class NonStationary:
         """Fit at ``nfe`` to ``model`` like :meth:`SolverFamily.fit`; the loss defaults to
         :class:`~flowsolve.RMSE` (a full rollout) and ``init`` may be any method :func:`trace` accepts
         (e.g. ``"dpm-solver++(2m)"``, ``"ddim"``, a fitted scale-time solver)."""
-        from flowsolve.training.fit import fit
-
-        return fit(self, model, nfe, **options)
+        return cast(NonStationarySolver, super().fit(model, nfe, **options))

@@ -1,4 +1,4 @@
-"""The parametric solver: a transform x a base solver x ``n`` steps (paper sec. 2.1--2.2)."""
+"""The parametric solver: a transform x a Runge--Kutta base solver x ``n`` steps (paper sec. 2.1--2.2)."""
 
 from __future__ import annotations
 
@@ -9,10 +9,17 @@ import torch.utils.checkpoint
 from torch import nn
 
 from flowsolve.core.field import VelocityField, call_field
-from flowsolve.core.grid import NodeGrid
+from flowsolve.core.lipschitz import amplification, check_L_tau, field_lipschitz
 from flowsolve.core.rk_step import rk_step
+from flowsolve.core.solver_file import part_spec
+from flowsolve.methods.base import BaseMethod
 from flowsolve.methods.runge_kutta import BaseSolver
+from flowsolve.solvers.module import SolverModule, Trajectory, check_state
 from flowsolve.solvers.transforms import NodeValues, Transform
+
+# The name a solver file stores for the transform x base family (see flowsolve.solvers.family).
+TRANSFORM_X_BASE = "transform x base"
+_check_state = check_state  # the former private name
 
 
 class Nodes(NamedTuple):
@@ -23,48 +30,6 @@ class Nodes(NamedTuple):
     dt: torch.Tensor
     s: torch.Tensor
     ds: torch.Tensor
-
-
-class Trajectory(NamedTuple):
-    """States ``x_i`` at the step end points, ``(n + 1, batch, ...)``, and their times ``(n + 1,)``."""
-
-    t: torch.Tensor
-    x: torch.Tensor
-
-
-class SolverModule(nn.Module):
-    """What every solver family shares: :meth:`sample` around the family's own ``_sample``."""
-
-    def sample(
-        self,
-        u: VelocityField,
-        x0: torch.Tensor,
-        *,
-        return_intermediates: bool = False,
-        check_finite: bool = True,
-        differentiable: bool = False,
-        checkpoint_steps: bool = False,
-    ) -> torch.Tensor | Trajectory:
-        """Integrate from noise ``x0`` at ``t = 0`` to ``t = 1`` with exactly ``nfe`` evaluations of ``u``.
-
-        Args:
-            u: velocity field ``u(t, x)``, called with 0-dim ``t``.
-            x0: ``(batch, ...)`` noise at ``t = 0``; sets device and dtype.
-            return_intermediates: also return the states at every step end point (for a
-                non-stationary solver: at every evaluation).
-            check_finite: stop with an error naming the step if ``u`` returns inf/NaN.
-            differentiable: keep the autograd graph (for training through the rollout);
-                by default sampling runs under ``torch.no_grad()`` and stores no activations.
-            checkpoint_steps: with ``differentiable``, recompute each step's activations in the
-                backward pass instead of storing them (memory of one step, ~2x compute).
-
-        Returns:
-            ``x_n`` shaped like ``x0``, or a :class:`Trajectory` with ``x[-1] = x_n``.
-        """
-        _check_state(x0)
-        with torch.set_grad_enabled(differentiable and torch.is_grad_enabled()):
-            return self._sample(u, x0, return_intermediates, check_finite, checkpoint_steps and differentiable)
-
 
 
 class ParametricSolver(SolverModule):
@@ -87,10 +52,10 @@ class ParametricSolver(SolverModule):
         >>> x1 = solver.sample(lambda t, x: -x, torch.randn(16, 3))  # (16, 3), 8 evaluations
     """
 
-    has_local_steps = True  # step(i, x) and step_lipschitz exist: local-error losses apply
-    history = 0  # previous states a step needs besides its own (multistep bases: order - 1)
+    has_local_steps = True  # step(i, x) exists: local-error losses apply
+    base: BaseSolver  # MultistepSolver steps with an Adams--Bashforth method instead
 
-    def __init__(self, transform: Transform, base: BaseSolver, n_steps: int):
+    def __init__(self, transform: Transform, base: BaseMethod, n_steps: int):
         super().__init__()
         self.transform = transform
         self.base = base
@@ -101,6 +66,11 @@ class ParametricSolver(SolverModule):
         self.metadata: dict = {}
 
     # -- sizes -------------------------------------------------------------------------------
+    @property
+    def history(self) -> int:
+        """Previous states a step needs besides its own (a multistep base: order - 1)."""
+        return self.base.history
+
     @property
     def label(self) -> str:
         return f"{self.transform.name} {self.base.name}"
@@ -132,6 +102,16 @@ class ParametricSolver(SolverModule):
             values = self.node_values()
         return Nodes(self.grid.r.clone(), *(v.detach().clone() for v in values))
 
+    def out_of_range(self) -> list[str]:
+        """Non-finite node values, or a scale that reached 0 (finite parameters can overflow to them)."""
+        with torch.no_grad():
+            values = self.node_values()
+        bad = [f"node value {name} is non-finite" for name, v in zip(values._fields, values)
+               if not bool(torch.isfinite(v).all())]
+        if bool((values.s <= 0).any()):
+            bad.append("the scale s reached 0")
+        return bad
+
     def set_node_values(self, values: NodeValues) -> None:
         """Set the parameters so the transform takes the given node values (see :meth:`nodes`)."""
         params = self.transform.parameters_for(values, self.grid)
@@ -139,7 +119,7 @@ class ParametricSolver(SolverModule):
             for name, value in params.items():
                 self.params[name].copy_(value)
 
-    def initialise_from(self, other: "ParametricSolver") -> None:
+    def initialise_from(self, other: ParametricSolver) -> None:
         """Start from another solver of the same transform and base, at any step count.
 
         Same ``n``: its parameters are copied. Other ``n``: its node values are interpolated
@@ -157,16 +137,18 @@ class ParametricSolver(SolverModule):
         new = [_interpolate(r, r_old, v.cpu()) for v in old_values]  # the grids live on the CPU
         t, dt, s, ds = new
         t[0], t[-1], s[0] = 0.0, 1.0, 1.0
-        if not getattr(self.transform, "learns_time", True):
+        if not self.transform.learns_time:
             t, dt = r.clone(), torch.ones_like(r)
-        if not getattr(self.transform, "learns_scale", True):
+        if not self.transform.learns_scale:
             s, ds = torch.ones_like(r), torch.zeros_like(r)
         self.set_node_values(NodeValues(t, dt, s, ds))
 
     def initialise(self, init, model=None) -> None:
         """Start from a fitted solver of this family (any NFE, see :meth:`initialise_from`) or from
         a named time schedule of ``model``'s scheduler (``"log-snr"``, ``"edm"``, ``"cosine"``,
-        ``"uniform"``), optionally with DDIM's scale (``"log-snr+ddim"``, see :mod:`flowsolve.schedules`)."""
+        ``"uniform"``), optionally with DDIM's scale (``"log-snr+ddim"``, see
+        :func:`flowsolve.paths.time_grids.start_from_schedule`, which :func:`~flowsolve.training.fit.fit`
+        calls itself)."""
         if isinstance(init, ParametricSolver):
             self.initialise_from(init)
             return
@@ -174,6 +156,8 @@ class ParametricSolver(SolverModule):
             raise TypeError(
                 f"init must be a schedule name or a fitted ParametricSolver (e.g. flowsolve.load(path)), got {type(init).__name__}"
             )
+        # Kept for callers of solver.initialise("log-snr", model): the schedules belong to the paths
+        # layer above this one, so they are imported here, on demand (fit resolves names itself).
         from flowsolve.paths.time_grids import start_from_schedule
 
         start_from_schedule(self, init, model)
@@ -205,13 +189,10 @@ class ParametricSolver(SolverModule):
         ``step_label`` is the step number, or the ``(batch,)`` step indices."""
 
         def stage(k, y):
-            row = coefficients[stage_nodes[k]]
-            drift, gain, inv_scale = (_per_sample(row[..., j], y) for j in (1, 2, 3))
             where = f"in step {step_label}, stage {k}" if isinstance(step_label, int) else (
                 lambda bad: f"in step {sorted(set(step_label[bad].tolist()))}, stage {k}"
             )
-            velocity = call_field(u, row[..., 0], y * inv_scale, where=where, check_finite=check_finite)
-            return drift * y + gain * velocity
+            return transformed_velocity(u, coefficients[stage_nodes[k]], y, where, check_finite)
 
         return stage
 
@@ -278,18 +259,17 @@ class ParametricSolver(SolverModule):
         ``L_i = (s_i / s_{i+1}) (1 + h sum_j |b_j| K_j)``; lemmas D.2 / D.3 for Euler / Midpoint.
         Valid when ``L_tau`` bounds the Lipschitz constant of ``u``.
         """
-        if not L_tau >= 0:
-            raise ValueError(f"L_tau must be a non-negative number, got {L_tau!r}")
-        t, dt, s, ds = self.node_values()
-        field_lipschitz = ds.abs() / s + dt * L_tau
+        check_L_tau(L_tau)
+        _, dt, s, ds = self.node_values()
+        node_bounds = field_lipschitz(dt, s, ds, L_tau)
         a, b, _ = self.base.tableau.as_floats()
         h = self.step_size
-        stage_constants = []
+        stage_constants: list[torch.Tensor] = []
         for k in range(self.base.stages):
             growth = 1.0
             for weight, previous in zip(a[k][:k], stage_constants):
                 growth = growth + h * abs(weight) * previous
-            stage_constants.append(field_lipschitz[self.grid.stage_index[:, k]] * growth)
+            stage_constants.append(node_bounds[self.grid.stage_index[:, k]] * growth)
         total = 1.0
         for weight, constant in zip(b, stage_constants):
             total = total + h * abs(weight) * constant
@@ -298,20 +278,12 @@ class ParametricSolver(SolverModule):
 
     def error_amplification(self, L_tau: float = 1.0) -> torch.Tensor:
         """``M_i`` (``i = 1..n``): the product of the later steps' constants (eq. 25), differentiable."""
-        from flowsolve.training.losses import amplification
-
         return amplification(self.step_lipschitz(L_tau))
 
     # -- persistence -----------------------------------------------------------------------------
-    def save(self, path) -> None:
-        """Write parameters and metadata to ``path`` atomically (see :func:`flowsolve.load`)."""
-        from flowsolve.persistence import save_solver
-
-        save_solver(self, path)
-
-    def header(self) -> dict:
-        """What a solver file records to rebuild this solver (see :mod:`flowsolve.persistence`)."""
-        return {"transform": self.transform.to_dict(), "base": self.base.to_dict(), "n_steps": self.n_steps}
+    def family_spec(self) -> dict:
+        return part_spec("solver family", TRANSFORM_X_BASE,
+                         {"transform": self.transform.to_spec(), "base": self.base.to_spec()})
 
     def extra_repr(self) -> str:
         return f"transform={self.transform!r}, base={self.base!r}, n_steps={self.n_steps}, nfe={self.nfe}"
@@ -340,10 +312,9 @@ def _per_sample(values: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
     return values.reshape(values.shape[0], *([1] * (like.dim() - 1)))
 
 
-def _check_state(x) -> None:
-    if not isinstance(x, torch.Tensor):
-        raise TypeError(f"the state must be a torch.Tensor, got {type(x).__name__}")
-    if not x.is_floating_point():
-        raise TypeError(f"the state must be a floating-point tensor, got dtype {x.dtype}; use x.float() or x.double()")
-    if x.dim() < 1:
-        raise ValueError("the state must have a batch dimension: shape (batch, ...), got a 0-dim tensor")
+def transformed_velocity(u, row: torch.Tensor, y: torch.Tensor, where, check_finite: bool) -> torch.Tensor:
+    """``ubar_r(y) = (ds_r / s_r) y + dt_r s_r u(t_r, y / s_r)`` (eq. 16) from a coefficient row
+    ``[t, ds/s, dt*s, 1/s, s]`` (0-dim entries, or ``(batch,)`` ones for per-sample nodes)."""
+    drift, gain, inv_scale = (_per_sample(row[..., j], y) for j in (1, 2, 3))
+    velocity = call_field(u, row[..., 0], y * inv_scale, where=where, check_finite=check_finite)
+    return drift * y + gain * velocity

@@ -1,17 +1,19 @@
 """Transforms: how a parametric solver re-times and re-scales the sampling path (paper sec. 2.2).
 
 A transform turns learnable parameters into the values ``t, dt, s, ds`` of
-``xbar(r) = s_r x(t_r)`` at the nodes of a :class:`~flowsolve.grid.NodeGrid`.
+``xbar(r) = s_r x(t_r)`` at the nodes of a :class:`~flowsolve.core.grid.NodeGrid`.
 """
 
 from __future__ import annotations
 
 import abc
+import inspect
 from typing import ClassVar, NamedTuple
 
 import torch
 
 from flowsolve.core.grid import NodeGrid
+from flowsolve.core.solver_file import part_spec
 
 # Floor on the positive parameters |theta| so that t stays strictly increasing and the
 # normalising sum never vanishes, whatever values the optimiser produces.
@@ -31,11 +33,16 @@ class NodeValues(NamedTuple):
 class Transform(abc.ABC):
     """Abstract scale-time transform ``(t_r, s_r)`` with ``t_0 = 0``, ``t_1 = 1``, ``s_0 = 1``, ``s_r > 0``.
 
-    Subclasses define the learnable parameters and how they map to node values. A transform
-    registered by ``name`` can be saved and loaded.
+    Subclasses define the learnable parameters and how they map to node values, and declare
+    what they learn: ``learns_time`` (``t_r`` may differ from ``r``) and ``learns_scale`` (``s_r``
+    may differ from 1); both default to True, the general transform. A transform registered by
+    ``name`` can be saved and loaded (:meth:`to_spec` / :meth:`from_spec`).
     """
 
+    kind: ClassVar[str] = "transform"  # the registry kind a solver file rebuilds it through
     name: ClassVar[str]
+    learns_time: ClassVar[bool] = True
+    learns_scale: ClassVar[bool] = True
 
     @abc.abstractmethod
     def init_parameters(self, grid: NodeGrid) -> dict[str, torch.Tensor]:
@@ -58,7 +65,26 @@ class Transform(abc.ABC):
         raise NotImplementedError(f"{type(self).__name__} cannot be set from node values")
 
     def to_dict(self) -> dict:
+        """``name`` and the options :meth:`from_dict` rebuilds the transform from."""
         return {"name": self.name}
+
+    def to_spec(self) -> dict:
+        """``{kind, name, options}``: what a solver file stores to rebuild this transform."""
+        return part_spec(self.kind, self.name, {k: v for k, v in self.to_dict().items() if k != "name"})
+
+    @classmethod
+    def from_spec(cls, name: str, options: dict) -> Transform:
+        """The transform stored as ``name`` with ``options`` (see :meth:`to_spec`)."""
+        return cls.from_dict(options)
+
+    @classmethod
+    def from_dict(cls, options: dict) -> Transform:
+        """The transform of ``options`` (``to_dict()`` less ``name``): ``cls(**options)`` by default.
+
+        Options the constructor does not take are left out, so that rebuilding does not fail on
+        them and the loader can name the option it does not understand.
+        """
+        return cls(**{key: value for key, value in options.items() if key in _keyword_arguments(cls, options)})
 
     def __eq__(self, other) -> bool:
         return type(other) is type(self) and other.to_dict() == self.to_dict()
@@ -70,6 +96,17 @@ class Transform(abc.ABC):
         return f"{type(self).__name__}()"
 
 
+def _keyword_arguments(cls, options: dict) -> set[str]:
+    """The keyword arguments ``cls(...)`` accepts (all of ``options`` if it cannot tell)."""
+    try:
+        parameters = inspect.signature(cls).parameters.values()
+    except (TypeError, ValueError):
+        return set(options)
+    if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in parameters):
+        return set(options)
+    return {p.name for p in parameters if p.kind in (inspect.Parameter.POSITIONAL_OR_KEYWORD, inspect.Parameter.KEYWORD_ONLY)}
+
+
 class _LearnedScaleTime(Transform):
     """Appendix F's parametrisation (corrected), time and/or scale learned.
 
@@ -78,9 +115,6 @@ class _LearnedScaleTime(Transform):
     ``s = exp(theta)`` at the later nodes; ``ds = theta``. The identity starts the increments at
     the grid's spacing (all ones when the nodes are evenly spaced), so ``t_r = r`` for any tableau.
     """
-
-    learns_time: ClassVar[bool]
-    learns_scale: ClassVar[bool]
 
     def init_parameters(self, grid: NodeGrid) -> dict[str, torch.Tensor]:
         params = {}

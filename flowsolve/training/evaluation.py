@@ -4,30 +4,44 @@ from __future__ import annotations
 
 import csv
 import math
+from collections.abc import Callable, Mapping
 from pathlib import Path
 
 import torch
 
-from flowsolve.baselines.training_free import builtin_baselines
+from flowsolve.baselines import Baseline
+from flowsolve.core.errors import FlowsolveValueError
 from flowsolve.paths.schedulers import Scheduler
 from flowsolve.training.ground_truth import GroundTruth
 from flowsolve.training.metrics import psnr, rmse
 
 
-def compare(u, reference: GroundTruth, nfes: list[int], solvers=(), progress=None) -> list[dict]:
+def compare(u, reference: GroundTruth, nfes: list[int], solvers=(), progress=None,
+            baselines: Mapping[str, Callable[[], Baseline]] | None = None) -> list[dict]:
     """Rows ``{method, budget, nfe, rmse, psnr}`` for every baseline at every NFE budget and every
     learned solver; ``nfe`` is what the method really spent (EDM's Heun spends one less than an
     even budget).
 
     Baselines that need a Gaussian-path scheduler are skipped for models without one; uniform
-    grids skip NFEs that are not whole steps. ``solvers`` are ``(name, ParametricSolver)`` pairs.
+    grids skip NFEs that are not whole steps. ``solvers`` are ``(name, ParametricSolver)`` pairs;
+    ``baselines`` ``{name: factory}``, by default every registered one (plugins' included).
     """
+    if baselines is None:
+        # The registry lives in the plugin layer above this one: looked up when the report is made.
+        from flowsolve.plugins.registry import registry
+
+        baselines = registry().baselines()
     rows = []
     gaussian = isinstance(getattr(u, "scheduler", None), Scheduler)
     with torch.no_grad():
-        for name, make in builtin_baselines().items():
+        for name, make in baselines.items():
             baseline = make()
-            if not gaussian and getattr(baseline, "needs_scheduler", False):
+            if not isinstance(baseline, Baseline):
+                raise FlowsolveValueError(
+                    f"the baseline {name!r} is a {type(baseline).__name__}, not a flowsolve.baselines.Baseline: "
+                    "its plugin must return a factory of Baseline subclasses (see the flowsolve_baselines hook)"
+                )
+            if not gaussian and baseline.needs_scheduler:
                 continue
             for nfe in nfes:
                 x1, used = baseline.sample(u, reference.x0, nfe)
@@ -45,7 +59,7 @@ def compare(u, reference: GroundTruth, nfes: list[int], solvers=(), progress=Non
 def _best_grid_rows(rows: list[dict], family: str) -> list[dict]:
     """Per budget, the best of ``family``'s grid variants (rows named ``family`` or ``family <spacing>``)."""
     variants = [r for r in rows if r["method"] == family or r["method"].startswith(family + " ")]
-    best = {}
+    best: dict[int, dict] = {}
     for row in variants:
         if row["budget"] not in best or row["rmse"] < best[row["budget"]]["rmse"]:
             best[row["budget"]] = row

@@ -13,8 +13,8 @@ import torch
 
 from flowsolve._version import __version__
 from flowsolve.core.field import NonFiniteVelocityError
-from flowsolve.core.fingerprint import model_fingerprint
-from flowsolve.persistence import atomic_torch_save
+from flowsolve.core.solver_file import atomic_torch_save
+from flowsolve.solvers.module import SolverModule
 from flowsolve.training import distributed
 from flowsolve.training.ground_truth import (
     DEFAULT_ATOL,
@@ -58,10 +58,10 @@ def evaluate(solver, u, reference, *, batch_size: int = 1024) -> dict:
         x0, x1 = reference, solve_reference(u, reference, rtol=DEFAULT_RTOL * 1e-2, atol=DEFAULT_ATOL * 1e-2)
     if isinstance(solver, tuple):
         base, nfe = solver
-        run = lambda x: base.sample(u, x, nfe)  # noqa: E731
+        run = lambda x: base.sample(u, x, nfe)
     else:
         nfe = solver.nfe
-        run = lambda x: solver.sample(u, x)  # noqa: E731
+        run = lambda x: solver.sample(u, x)
     with torch.no_grad():
         outputs = torch.cat([run(x0[i : i + batch_size]) for i in range(0, x0.shape[0], batch_size)])
     return {"rmse": rmse(outputs, x1), "psnr": psnr(outputs, x1), "nfe": nfe}
@@ -248,13 +248,8 @@ def _check_parameters(solver, iteration: int, lr: float) -> None:
     """After an Adam step: non-finite parameters, or node values they overflow to (e.g. a scale
     ``s = exp(log_scale)`` of inf or 0), are the step size's doing, not the model's."""
     bad = [f"parameter {name} is non-finite" for name, p in solver.params.items() if not bool(torch.isfinite(p).all())]
-    if not bad and hasattr(solver, "node_values"):
-        with torch.no_grad():
-            values = solver.node_values()
-        bad = [f"node value {name} is non-finite" for name, v in zip(values._fields, values)
-               if not bool(torch.isfinite(v).all())]
-        if "s" in values._fields and bool((values.s <= 0).any()):
-            bad.append("the scale s reached 0")
+    if not bad:
+        bad = solver.out_of_range()
     if bad:
         raise FloatingPointError(
             f"fit stopped at iteration {iteration}: the Adam step (lr={lr:g}) drove the solver out of range "
@@ -303,7 +298,7 @@ def _init_label(init) -> str:
 
     if isinstance(init, str):
         return init
-    if hasattr(init, "params"):  # a fitted solver
+    if isinstance(init, SolverModule):  # a fitted solver
         return f"nfe{init.nfe}-" + tensor_fingerprint(*(p.detach() for _, p in sorted(init.params.items())))
     return repr(init)
 

@@ -1,4 +1,4 @@
-"""Ground truth: dense dopri5 paths kept with their velocities (DESIGN.md §5).
+"""Ground truth: dense dopri5 paths kept with their velocities, which the losses compare solvers against.
 
 Each path is stored at the accepted steps of torchdiffeq's ``dopri5`` (state and velocity;
 the solver computes both anyway) and read back at any ``t`` by cubic Hermite interpolation.
@@ -29,7 +29,7 @@ def check_tolerances(rtol, atol, max_step=None) -> None:
     accepted); ``max_step`` is ``None`` (no cap) or positive.
     """
     for name, value in (("rtol", rtol), ("atol", atol)):
-        if isinstance(value, bool) or not isinstance(value, numbers.Real) or not (math.isfinite(value) and value >= 0):
+        if isinstance(value, bool) or not isinstance(value, numbers.Real) or not (math.isfinite(value) and float(value) >= 0):
             raise ValueError(f"{name} must be a finite number >= 0 (a dopri5 tolerance, e.g. 1e-5), got {value!r}")
     if rtol == 0 and atol == 0:
         raise ValueError(
@@ -37,7 +37,7 @@ def check_tolerances(rtol, atol, max_step=None) -> None:
             f"e.g. rtol=atol={DEFAULT_RTOL:g}"
         )
     if max_step is not None and (isinstance(max_step, bool) or not isinstance(max_step, numbers.Real)
-                                 or not max_step > 0):
+                                 or not float(max_step) > 0):
         raise ValueError(
             f"max_step must be None (no cap) or a positive number (the largest dopri5 step, e.g. {DEFAULT_MAX_STEP}), "
             f"got {max_step!r}"
@@ -50,7 +50,7 @@ def clamp_time(field: VelocityField) -> VelocityField:
     def guarded(t, x):
         return field(t.clamp(0.0, 1.0), x)
 
-    guarded.accepts_batched_time = getattr(field, "accepts_batched_time", False)
+    guarded.accepts_batched_time = getattr(field, "accepts_batched_time", False)  # type: ignore[attr-defined]
     return guarded
 
 
@@ -116,7 +116,7 @@ def solve_dense(
     check_tolerances(rtol, atol, max_step)
     recorder = _KnotRecorder(u)
     grid = torch.tensor([0.0, 1.0], dtype=torch.float64, device=x0.device)
-    options = {"step_t": grid[1:]}  # land a step exactly on t = 1
+    options: dict[str, object] = {"step_t": grid[1:]}  # land a step exactly on t = 1
     if max_step is not None:
         options["max_step"] = max_step
     with torch.no_grad():
@@ -179,8 +179,9 @@ class GroundTruth:
         padded = [_pad(p, width) for p in parts]
         total = sum(len(p) for p in parts)
         evaluations = sum(p.evaluations * len(p) for p in parts) / total
-        return cls(*(torch.cat([getattr(p, name) for p in padded]) for name in ("x0", "times", "states", "velocities")),
-                   evaluations=evaluations)
+        x0, times, states, velocities = (torch.cat([getattr(p, name) for p in padded])
+                                         for name in ("x0", "times", "states", "velocities"))
+        return cls(x0, times, states, velocities, evaluations=evaluations)
 
     def at(self, t: torch.Tensor, index: torch.Tensor | None = None) -> torch.Tensor:
         """``x(t)`` for per-path times, with the gradient rule of eq. 27.
@@ -244,7 +245,7 @@ def ground_truth(
         batch_size: paths solved together (they share step sizes); default all.
 
     Example:
-        >>> from flowsolve.gaussian_mixture import GaussianMixtureFlow
+        >>> from flowsolve.models.gaussian_mixture import GaussianMixtureFlow
         >>> flow = GaussianMixtureFlow.random(dim=4, components=2)
         >>> gt = ground_truth(flow, torch.randn(8, 4, dtype=torch.float64))
         >>> gt.at(torch.full((8,), 0.5, dtype=torch.float64)).shape

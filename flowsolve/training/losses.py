@@ -14,6 +14,8 @@ import attrs
 import torch
 
 from flowsolve.core.field import VelocityField
+from flowsolve.core.lipschitz import amplification  # noqa: F401  (re-exported: its former home)
+from flowsolve.core.solver_file import part_spec
 from flowsolve.training.ground_truth import GroundTruth
 from flowsolve.training.metrics import per_sample_rms
 
@@ -23,11 +25,14 @@ class Loss(abc.ABC):
 
     Subclasses implement ``__call__(solver, u, gt)`` returning a differentiable scalar, and may
     set ``name`` (what fit's metadata and checkpoints record); a subclass that does not is named
-    after its class, e.g. ``MyFinalError`` -> ``"my-final-error"``.
+    after its class, e.g. ``MyFinalError`` -> ``"my-final-error"``. A loss that weighs per-step
+    errors declares ``needs_local_steps = True``: fit then refuses solvers without ``step(i, x)``
+    (``has_local_steps``).
     """
 
+    kind: ClassVar[str] = "loss"  # the registry kind it is rebuilt through
     name: ClassVar[str]
-    needs_local_steps: ClassVar[bool] = False  # True: needs the solver's step(i, x) (not every family has one)
+    needs_local_steps: ClassVar[bool] = False
 
     def __init_subclass__(cls, **kwargs):
         super().__init_subclass__(**kwargs)
@@ -50,6 +55,15 @@ class Loss(abc.ABC):
 
     def to_dict(self) -> dict:
         return {"name": self.name, **attrs.asdict(self)} if attrs.has(type(self)) else {"name": self.name}
+
+    def to_spec(self) -> dict:
+        """``{kind, name, options}``: how the loss is recorded and rebuilt through the registry."""
+        return part_spec(self.kind, self.name, {k: v for k, v in self.to_dict().items() if k != "name"})
+
+    @classmethod
+    def from_spec(cls, name: str, options: dict) -> Loss:
+        """The loss of ``options`` (see :meth:`to_spec`): ``cls(**options)``."""
+        return cls(**options)
 
 
 def _kebab_case(class_name: str) -> str:
@@ -121,12 +135,6 @@ def local_errors(solver, u: VelocityField, gt: GroundTruth, steps: torch.Tensor 
     return per_sample_rms(target - predicted).reshape(len(steps), batch)
 
 
-def amplification(step_lipschitz: torch.Tensor) -> torch.Tensor:
-    """``M`` for each step's local error: the product of the later steps' constants (eq. 25)."""
-    later = torch.cat([step_lipschitz[1:], step_lipschitz.new_ones(1)])
-    return torch.flip(torch.cumprod(torch.flip(later, [0]), 0), [0])
-
-
 def _check_chunk(instance, attribute, value):
     if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 1):
         raise ValueError(f"{attribute.name} must be None or a positive int (steps per batch), got {value!r}")
@@ -138,8 +146,9 @@ class _WeightedLocalErrors(Loss):
     steps_per_batch: int | None
     needs_local_steps = True
 
+    @abc.abstractmethod
     def step_weights(self, solver) -> torch.Tensor:
-        raise NotImplementedError
+        """``w_i`` per step, ``(n,)``."""
 
     def _partial(self, solver, u, gt, steps):
         errors = local_errors(solver, u, gt, steps)

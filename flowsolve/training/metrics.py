@@ -1,4 +1,4 @@
-"""Error metrics against ground truth (DESIGN.md §1)."""
+"""Error metrics against ground truth, in the per-sample RMS norm (see docs/architecture.md, "Conventions")."""
 
 from __future__ import annotations
 

@@ -25,6 +25,7 @@ import hashlib
 import json
 import warnings
 from pathlib import Path
+from typing import Any
 
 import torch
 
@@ -88,7 +89,7 @@ def validate_manifest(found, where) -> dict:
         raise StoreMismatchError(f"{where}/manifest.json is not a JSON object (found {type(found).__name__}); {fix}")
     if found.get("format") != STORE_FORMAT:
         raise StoreMismatchError(f"{where} is not a flowsolve trajectory store (format {found.get('format')!r}); {fix}")
-    version = found.get("version")
+    version: Any = found.get("version")
     if not _has_type(version, (int,)) or version != STORE_VERSION:
         newer = _has_type(version, (int,)) and version > STORE_VERSION
         raise StoreMismatchError(
@@ -135,7 +136,7 @@ class TrajectoryStore:
         shard_size: paths per shard (solved together).
 
     Example:
-        >>> from flowsolve.gaussian_mixture import GaussianMixtureFlow
+        >>> from flowsolve.models.gaussian_mixture import GaussianMixtureFlow
         >>> store = TrajectoryStore(None, GaussianMixtureFlow.random(dim=4, components=2), shard_size=8)
         >>> len(store.load(16, progress=False))
         16
@@ -166,7 +167,7 @@ class TrajectoryStore:
             raise ValueError(f"shard_size must be >= 1, got {shard_size}")
         self.model, self.device, self.dtype = model, torch.device(device), dtype
         self.sample_shape = tuple(int(d) for d in sample_shape)
-        self.key = {
+        self.key: dict[str, Any] = {
             "format": STORE_FORMAT,
             "version": STORE_VERSION,
             "model": model_fingerprint(model, self.sample_shape, dtype, self.device),
@@ -189,11 +190,18 @@ class TrajectoryStore:
             if not context.is_main:
                 self._open_manifest()
 
+    @property
+    def _directory(self) -> Path:
+        """The store's directory; only the code paths of an on-disk store (``path`` given) ask for it."""
+        if self.path is None:
+            raise RuntimeError("an in-memory TrajectoryStore has no directory")
+        return self.path
+
     def _open_manifest(self) -> None:
-        manifest = self.path / "manifest.json"
+        manifest = self._directory / "manifest.json"
         if manifest.exists():
             self._check_manifest(manifest)
-        elif any(self.path.glob("shard-*.pt")):
+        elif any(self._directory.glob("shard-*.pt")):
             raise StoreMismatchError(
                 f"{self.path} holds ground-truth shards but no manifest.json, so nothing says which model and "
                 f"settings they belong to; delete the directory to regenerate them, or pass another path"
@@ -219,7 +227,7 @@ class TrajectoryStore:
             )
 
     def _shard_path(self, shard: int) -> Path:
-        return self.path / f"shard-{shard:05d}.pt"
+        return self._directory / f"shard-{shard:05d}.pt"
 
     def _has(self, shard: int) -> bool:
         return shard in self._memory if self.path is None else self._shard_path(shard).exists()
@@ -290,6 +298,7 @@ class TrajectoryStore:
         if self.path is None:
             return self._memory[shard]
         path = self._shard_path(shard)
+        problem: str | None
         try:
             payload = torch.load(path, map_location="cpu", weights_only=True)
         except Exception as error:  # truncated, not a torch archive, foreign pickle

@@ -10,12 +10,16 @@ from __future__ import annotations
 from collections.abc import Mapping
 
 import torch
-from torch import nn
+
+from flowsolve import Adapter
+from flowsolve.paths.predictions import predictions_from, velocity_from
 
 from .schedule import DiscreteVP
 
 PREDICTION_TYPES = ("epsilon", "v_prediction", "sample")
 _PREDICTION_CODES = {name: code for code, name in enumerate(PREDICTION_TYPES)}
+# diffusers' prediction types in flowsolve's words (flowsolve.paths.predictions.PREDICTION_TYPES).
+_FLOWSOLVE_PREDICTIONS = {"epsilon": "eps", "v_prediction": "v", "sample": "x1"}
 
 
 def _config_value(obj, name, default=None):
@@ -35,16 +39,18 @@ def is_pipeline(obj) -> bool:
     return callable(unet) and scheduler is not None and getattr(scheduler, "alphas_cumprod", None) is not None
 
 
-class DiffusersVelocity(nn.Module):
+class DiffusersVelocity(Adapter):
     """Velocity field ``u(t, x)`` (t = 0 noise, t = 1 data) of a diffusers network and scheduler.
 
-    The discrete schedule becomes the continuous path of :class:`~flowsolve_diffusers.DiscreteVP`:
-    flow time ``t`` is training timestep ``k = (N - 1)(1 - t)``, so ``t = 0`` is the noisiest
-    trained step ``N - 1`` (where diffusers' DDIM starts from ``x ~ N(0, I)``) and ``t = 1`` the
-    least noisy step ``0``; ``log alphas_cumprod`` is interpolated in between (monotone cubic by
-    default, see ``interpolation``). The network is called at that fractional timestep (never
-    outside ``[0, N - 1]``: ``t`` is clamped to ``[0, 1]``), its output is turned into estimates
-    of the data ``x1_hat`` and the noise ``eps_hat``, and ``u = alpha'(t) x1_hat + sigma'(t) eps_hat``.
+    The discrete schedule becomes the continuous path of :class:`~flowsolve_diffusers.DiscreteVP`
+    (``.scheduler``, also ``.path``): flow time ``t`` is training timestep ``k = (N - 1)(1 - t)``,
+    so ``t = 0`` is the noisiest trained step ``N - 1`` (where diffusers' DDIM starts from
+    ``x ~ N(0, I)``) and ``t = 1`` the least noisy step ``0``; ``log alphas_cumprod`` is
+    interpolated in between (monotone cubic by default, see ``interpolation``). The network is
+    called at that fractional timestep (never outside ``[0, N - 1]``: ``t`` is clamped to
+    ``[0, 1]``) and its prediction becomes the path's velocity as for any flowsolve
+    :class:`~flowsolve.Adapter` (:mod:`flowsolve.paths.predictions`), with coefficients computed
+    in float64.
 
     Ends: at ``t = 1`` the state is ``x`` at step 0, which still holds noise of standard deviation
     ``sqrt(beta_0)`` (0.01 for the usual betas); :meth:`denoise` gives the network's data estimate
@@ -66,12 +72,10 @@ class DiffusersVelocity(nn.Module):
             ``"cubic"`` (monotone cubic Hermite, smooth; default) or ``"linear"``.
     """
 
-    accepts_batched_time = True
     kind = "diffusers"
 
     def __init__(self, model, scheduler, prediction_type: str | None = None, model_kwargs: Mapping | None = None,
                  interpolation: str = "cubic"):
-        super().__init__()
         if not callable(model):
             raise TypeError(f"the model must be callable as model(sample, timestep), got {type(model).__name__}")
         table = getattr(scheduler, "alphas_cumprod", None)
@@ -90,13 +94,13 @@ class DiffusersVelocity(nn.Module):
             prediction_type = _config_value(scheduler, "prediction_type", "epsilon")
         if prediction_type not in PREDICTION_TYPES:
             raise ValueError(f"prediction_type must be one of {PREDICTION_TYPES}, got {prediction_type!r}")
-        self.model = model  # a submodule when it is an nn.Module: fingerprints see its weights
-        self.path = DiscreteVP(table, interpolation=interpolation, name=f"diffusers-{type(scheduler).__name__}")
+        path = DiscreteVP(table, interpolation=interpolation, name=f"diffusers-{type(scheduler).__name__}")
+        super().__init__(model, path)  # the model becomes a submodule when it is one: fingerprints see its weights
         self.prediction_type = prediction_type
         self.model_kwargs = dict(model_kwargs or {})
         self.interpolation = interpolation
         # Buffers, so that flowsolve's model fingerprint also tells schedules and prediction types apart.
-        self.register_buffer("log_alphas_cumprod", self.path.log_alphas_cumprod.clone())
+        self.register_buffer("log_alphas_cumprod", path.log_alphas_cumprod.clone())
         self.register_buffer("prediction_code", torch.tensor([_PREDICTION_CODES[prediction_type]]))
         channels, size = _config_value(model, "in_channels"), _config_value(model, "sample_size")
         if channels is not None and size is not None:
@@ -104,26 +108,32 @@ class DiffusersVelocity(nn.Module):
             self.sample_shape = (int(channels), *(int(s) for s in size))
 
     @property
-    def scheduler(self) -> DiscreteVP:
-        """The continuous path (a flowsolve :class:`~flowsolve.schedulers.Scheduler`)."""
-        return self.path
+    def predicts(self) -> str:
+        return _FLOWSOLVE_PREDICTIONS[self.prediction_type]
+
+    @property
+    def path(self) -> DiscreteVP:
+        """The continuous path (a flowsolve :class:`~flowsolve.schedulers.Scheduler`); same as ``.scheduler``."""
+        return self.scheduler
 
     @property
     def num_train_timesteps(self) -> int:
         return self.path.num_train_timesteps
 
-    # --- helpers -------------------------------------------------------------------------------
-    def _times(self, t, x: torch.Tensor) -> torch.Tensor:
+    # --- the Adapter hooks ---------------------------------------------------------------------
+    def times(self, t, x: torch.Tensor) -> torch.Tensor:
+        """``t`` as ``(batch,)`` flow times in its own float dtype, clamped to ``[0, 1]``."""
         t = torch.as_tensor(t, device=x.device)
         if not t.is_floating_point():
             t = t.to(x.dtype)
         if t.dim() == 0:
-            return t.expand(x.shape[0])
-        if t.shape != (x.shape[0],):
+            t = t.expand(x.shape[0])
+        elif t.shape != (x.shape[0],):
             raise ValueError(f"t must be 0-dim or ({x.shape[0]},) for x of shape {tuple(x.shape)}, got {tuple(t.shape)}")
-        return t
+        return t.clamp(0.0, 1.0)
 
-    def _network(self, x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+    def network(self, x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+        """The network's prediction at flow time ``t``: called at the fractional training timestep, in its dtype."""
         timestep = self.path.timestep(t).to(torch.float32)
         dtype = getattr(self.model, "dtype", None)
         sample = x.to(dtype) if isinstance(dtype, torch.dtype) else x
@@ -137,38 +147,17 @@ class DiffusersVelocity(nn.Module):
             raise ValueError(f"the diffusers model returned {got} for a sample of shape {tuple(x.shape)}")
         return out.to(x.dtype)
 
-    def _estimates(self, t: torch.Tensor, x: torch.Tensor):
-        """Coefficients ``(a, b, c, d)`` with ``x1_hat = a x + b out`` and ``eps_hat = c x + d out``."""
-        path = self.path
-        alpha, sigma = path.alpha(t.to(torch.float64)), path.sigma(t.to(torch.float64))
-        one, zero = torch.ones_like(alpha), torch.zeros_like(alpha)
-        if self.prediction_type == "epsilon":
-            return 1 / alpha, -sigma / alpha, zero, one
-        if self.prediction_type == "sample":
-            return zero, one, 1 / sigma, -alpha / sigma
-        return alpha, -sigma, sigma, alpha  # v = alpha eps - sigma x1 on a VP path
-
-    @staticmethod
-    def _column(values: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
-        return values.to(x.dtype).reshape(-1, *([1] * (x.dim() - 1)))
-
     # --- public --------------------------------------------------------------------------------
+    # The network sees the times as given; the path's coefficients are taken in float64, where the
+    # interpolated table keeps its digits.
     def forward(self, t, x: torch.Tensor) -> torch.Tensor:
-        t = self._times(t, x).clamp(0.0, 1.0)
-        a, b, c, d = self._estimates(t, x)
-        t64 = t.to(torch.float64)
-        d_alpha, d_sigma = self.path.d_alpha(t64), self.path.d_sigma(t64)
-        # u = alpha' x1_hat + sigma' eps_hat, collected as (coefficient of x) x + (coefficient of out) out.
-        on_x = self._column(d_alpha * a + d_sigma * c, x)
-        on_out = self._column(d_alpha * b + d_sigma * d, x)
-        return on_x * x + on_out * self._network(x, t)
+        t = self.times(t, x)
+        return velocity_from(self.predicts, self.network(x, t), x, t.to(torch.float64), self.path)
 
     def predictions(self, t, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """The network's estimates ``(x1_hat, eps_hat)`` of the data and the noise at flow time ``t``."""
-        t = self._times(t, x).clamp(0.0, 1.0)
-        a, b, c, d = (self._column(v, x) for v in self._estimates(t, x))
-        out = self._network(x, t)
-        return a * x + b * out, c * x + d * out
+        t = self.times(t, x)
+        return predictions_from(self.predicts, self.network(x, t), x, t.to(torch.float64), self.path)
 
     def denoise(self, x: torch.Tensor) -> torch.Tensor:
         """The data estimate at ``t = 1`` (step 0): removes the last ``sqrt(beta_0)`` of noise."""

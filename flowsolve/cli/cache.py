@@ -1,0 +1,37 @@
+"""Where the command line keeps ground truth and fit checkpoints: ``$FLOWSOLVE_CACHE``."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from flowsolve.cli.model_loading import model_key, sample_shape_of
+from flowsolve.cli.options import DEFAULT_DTYPE, ModelOptions
+
+
+def cache_directory() -> Path:
+    """``$FLOWSOLVE_CACHE``, default ``~/.cache/flowsolve``."""
+    return Path(os.environ.get("FLOWSOLVE_CACHE", Path.home() / ".cache" / "flowsolve"))
+
+
+def checkpoint_path(run: str) -> Path:
+    """The fit checkpoint of the run named ``run`` (one per model and settings, so a rerun resumes)."""
+    return cache_directory() / "checkpoints" / f"{run}.ckpt"
+
+
+def trajectory_store(model, seed: int, options: ModelOptions | None = None):
+    """The cached ground truth of ``model`` with noise ``seed`` (0: fitting, 1: held-out evaluation).
+
+    Args:
+        model: the velocity field.
+        seed: the noise seed, part of the store's directory name.
+        options: the shape, device and dtype to run at (default: the model's shape, cpu, float32).
+    """
+    from flowsolve.training.store import TrajectoryStore
+
+    options = options or ModelOptions()
+    shape, device = sample_shape_of(model, options), options.device or "cpu"
+    # float32 stores keep their old directory names; other dtypes get their own directory.
+    precision = "" if (options.dtype or DEFAULT_DTYPE) == DEFAULT_DTYPE else f"-{options.dtype}"
+    directory = cache_directory() / "stores" / f"{model_key(model, options)}{precision}-seed{seed}"
+    return TrajectoryStore(directory, model, sample_shape=shape, dtype=options.torch_dtype, device=device, seed=seed)

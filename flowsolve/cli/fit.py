@@ -1,0 +1,115 @@
+"""``flowsolve fit``: fit a bespoke solver to a model and write it to a solver file."""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import time
+from pathlib import Path
+
+from flowsolve.cli.cache import checkpoint_path, trajectory_store
+from flowsolve.cli.errors import CommandLineError
+from flowsolve.cli.model_loading import load_model
+from flowsolve.cli.options import (
+    DEFAULT_DTYPE,
+    ModelOptions,
+    add_model_arguments,
+    positive_float,
+    positive_int,
+)
+
+# Options handed to SolverFamily.fit only when given, so that fit's own defaults apply otherwise.
+FIT_OPTIONS = ("iterations", "batch_size", "lr")
+
+
+def add_parser(commands) -> None:
+    """Add the ``fit`` command to the sub-command parsers ``commands``."""
+    parser = commands.add_parser("fit", help="fit a bespoke solver to a model")
+    add_model_arguments(parser)
+    parser.add_argument("--nfe", type=positive_int, required=True, help="evaluation budget of the solver")
+    parser.add_argument("--base", default="midpoint", help="base solver name (default midpoint)")
+    parser.add_argument("--transform", help="transform name (default scale-time)")
+    parser.add_argument("--family", help="a registered solver family instead of transform x base (e.g. non-stationary)")
+    parser.add_argument("--loss", help="loss name, see `flowsolve plugins` (default: fit's choice for the family)")
+    parser.add_argument("--init", help="start from: a solver file, a schedule (log-snr, edm, cosine, uniform; "
+                                       "+ddim adds DDIM's scale, e.g. log-snr+ddim) or, for non-stationary, a "
+                                       "baseline / base-solver name (e.g. dpm-solver++(2m))")
+    parser.add_argument("--iterations", type=positive_int, help="Adam steps (default: flowsolve.fit's)")
+    parser.add_argument("--batch-size", type=positive_int, help="paths per Adam step (default: flowsolve.fit's)")
+    parser.add_argument("--lr", type=positive_float, help="Adam's step size (default: flowsolve.fit's)")
+    parser.add_argument("-o", "--output", default="solver.pt", help="solver file to write (default solver.pt)")
+    parser.add_argument("--checkpoint", type=Path,
+                        help="progress file (default: in the cache, one per model and settings)")
+    parser.set_defaults(run=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    """Fit, write ``--output`` and print the validation score (under torchrun: rank 0 only)."""
+    import torch
+
+    from flowsolve.plugins.registry import lookup
+    from flowsolve.training.distributed import current
+
+    torch.set_num_threads(args.threads)
+    options = ModelOptions.from_args(args)
+    model = load_model(options)
+    store = trajectory_store(model, 0, options)
+    family = _family(args)
+    fit_options = {name: getattr(args, name) for name in FIT_OPTIONS if getattr(args, name) is not None}
+    if args.loss is not None:
+        fit_options["loss"] = lookup("loss", args.loss)()
+    # One checkpoint per model and settings: rerunning an interrupted command resumes it.
+    checkpoint = args.checkpoint or checkpoint_path(_run_name(store, family, args))
+    started = time.perf_counter()
+    solver = family.fit(model, nfe=args.nfe, store=store, progress=not args.quiet, checkpoint=checkpoint,
+                        init=_init(args.init), device=store.device, dtype=store.dtype, **fit_options)
+    if not current().is_main:  # under torchrun, rank 0 writes the file and reports
+        return 0
+    solver.save(args.output)
+    best = solver.metadata["validation"]
+    print(f"fitted {family.label} at NFE {args.nfe} to {args.model} in {time.perf_counter() - started:.1f}s: "
+          f"validation RMSE {best['rmse']:.5f}, PSNR {best['psnr']:.2f} dB -> {args.output}")
+    return 0
+
+
+def _family(args: argparse.Namespace):
+    """``--family``, or ``--transform`` x ``--base``."""
+    from flowsolve.plugins.registry import base_solver, lookup
+    from flowsolve.solvers.family import compose
+
+    if args.family is not None:
+        if args.transform is not None:
+            raise CommandLineError(
+                f"--transform belongs to transform x base families; the {args.family} family has none"
+            )
+        return lookup("solver family", args.family)(base=base_solver(args.base))
+    return compose(lookup("transform", args.transform or "scale-time")(), base_solver(args.base))
+
+
+def _init(spec: str | None):
+    """``--init``: a solver file, or a name (schedule, baseline, base solver) the family resolves."""
+    from flowsolve.persistence import load
+
+    if spec is None or not Path(spec).exists():
+        return spec
+    return load(spec)
+
+
+def _run_name(store, family, args: argparse.Namespace) -> str:
+    """The checkpoint's name: the model, family and NFE, and every setting the user gave.
+
+    A setting left to fit's default is left out of the name, so fit's defaults live in fit alone.
+    """
+    given = [("loss", args.loss)] + [(name, getattr(args, name)) for name in FIT_OPTIONS]
+    settings = "".join(f"-{name.replace('_', '-')}-{value}" for name, value in given if value is not None)
+    init = "" if args.init is None else "-init-" + _init_key(args.init)
+    precision = "" if args.dtype in (None, DEFAULT_DTYPE) else f"-{args.dtype}"
+    return f"{store.key['model']}-{family.label.replace(' ', '-')}-nfe{args.nfe}{settings}{init}{precision}"
+
+
+def _init_key(spec: str) -> str:
+    """A file-name-safe key of ``--init``: the name, or a solver file's content hash."""
+    path = Path(spec)
+    if path.exists():
+        return "file-" + hashlib.sha256(path.read_bytes()).hexdigest()[:16]
+    return "".join(c if c.isalnum() or c in "+-." else "_" for c in spec)
