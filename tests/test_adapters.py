@@ -239,7 +239,11 @@ def test_data_prediction_uses_a_path_that_ends_above_zero_noise_up_to_its_end():
 # -- the one prediction <-> velocity conversion, and the public Adapter ------------------------------
 @pytest.mark.parametrize("scheduler", [schedulers.Cosine(), schedulers.VP()], ids=lambda s: s.name)
 def test_every_prediction_type_gives_the_exact_velocity_and_posterior_means(scheduler):
-    from flowsolve.paths.predictions import PREDICTION_TYPES, predictions_from, velocity_from
+    from flowsolve.paths.predictions import (
+        PREDICTION_TYPES,
+        predictions_from,
+        velocity_from,
+    )
 
     flow, x = exact(scheduler), states()
     t = torch.full((x.shape[0],), 0.37, dtype=torch.float64)

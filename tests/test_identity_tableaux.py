@@ -9,7 +9,6 @@ import math
 from fractions import Fraction
 
 import hypothesis.strategies as st
-import pytest
 import torch
 from hypothesis import given
 

@@ -4,7 +4,7 @@ import pytest
 import torch
 
 import flowsolve
-from flowsolve.baselines.training_free import DDIM, DPMSolverPP2M
+from flowsolve.baselines import DDIM, DPMSolverPP2M
 from flowsolve.paths import schedulers
 from flowsolve.persistence import SolverFileError
 from flowsolve.solvers.nonstationary import NonStationarySolver, trace

@@ -76,7 +76,7 @@ def test_set_node_values_rejects_what_the_transform_cannot_express():
 
 @pytest.mark.parametrize("scheduler", [schedulers.VP(), schedulers.Cosine(), schedulers.FMOT()], ids=lambda s: s.name)
 def test_ddim_scaling_makes_scale_time_euler_exactly_ddim(scheduler):
-    from flowsolve.baselines.training_free import DDIM, predictions
+    from flowsolve.baselines import DDIM, predictions
 
     flow = flowsolve.GaussianMixtureFlow.random(3, 2, seed=4, scheduler=scheduler)
     x0 = torch.randn(6, 3, dtype=torch.float64, generator=torch.Generator().manual_seed(1))
@@ -103,7 +103,7 @@ def test_ddim_scaling_needs_a_transform_that_learns_scale():
 
 
 def test_ddim_scaling_on_adams_bashforth_1_is_ddim_and_needs_time():
-    from flowsolve.baselines.training_free import DDIM
+    from flowsolve.baselines import DDIM
 
     flow = flowsolve.GaussianMixtureFlow.random(3, 2, seed=4, scheduler=schedulers.VP())
     x0 = torch.randn(6, 3, dtype=torch.float64, generator=torch.Generator().manual_seed(1))

@@ -10,28 +10,30 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
+from flowsolve.baselines import ddim, dpm_solver, edm, uniform
 from flowsolve.baselines.base import Baseline, predictions
 from flowsolve.baselines.ddim import DDIM
 from flowsolve.baselines.dpm_solver import DPMSolverPP2M
 from flowsolve.baselines.edm import EDMHeun
-from flowsolve.baselines.grids import (
+from flowsolve.baselines.uniform import UniformGrid
+from flowsolve.paths.noise_grids import (
     GRID_SPACINGS,
     sigma_range,
     solver_grid,
     times_at_noise,
     uniform_time_grid,
 )
-from flowsolve.baselines.uniform import UniformGrid
+
+# flowsolve's own baselines, in the order reports list them: one module each, holding the baseline
+# and its ``BASELINES`` table ``{name: factory}``. A new baseline is a new module and one entry here.
+BASELINE_MODULES = (uniform, edm, dpm_solver, ddim)
 
 
 def builtin_baselines() -> dict[str, Callable[[], Baseline]]:
     """flowsolve's own baselines ``{name: factory}`` in report order, ``factory()`` a :class:`Baseline`
-    named ``name``: the builtin plugin's table. Every registered baseline, plugins' included:
-    ``flowsolve.registry.registry().baselines()`` (or ``lookup("baseline", name)``)."""
-    # The builtin plugin, a layer above, keeps the one list; looked up when asked for.
-    from flowsolve.plugins.builtin import flowsolve_baselines
-
-    return flowsolve_baselines()
+    named ``name`` (the builtin plugin registers this table). Every registered baseline, plugins'
+    included: ``flowsolve.registry.registry().baselines()`` (or ``lookup("baseline", name)``)."""
+    return {name: factory for module in BASELINE_MODULES for name, factory in module.BASELINES.items()}
 
 
 __all__ = ["DDIM", "GRID_SPACINGS", "Baseline", "DPMSolverPP2M", "EDMHeun", "UniformGrid",

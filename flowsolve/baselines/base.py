@@ -7,6 +7,7 @@ from typing import ClassVar
 
 import torch
 
+from flowsolve.core.errors import FlowsolveTypeError
 from flowsolve.core.field import VelocityField, call_field
 from flowsolve.paths.predictions import predictions_from_velocity
 from flowsolve.paths.schedulers import Scheduler
@@ -26,7 +27,7 @@ class Baseline(abc.ABC):
     def __init_subclass__(cls, **kwargs):
         super().__init_subclass__(**kwargs)
         if not isinstance(getattr(cls, "needs_scheduler", None), bool):
-            raise TypeError(
+            raise FlowsolveTypeError(
                 f"baseline {cls.__qualname__} must declare needs_scheduler = True or False (True: it needs the "
                 "model's Gaussian-path scheduler as u.scheduler)"
             )
@@ -46,7 +47,7 @@ def scheduler_of(u) -> Scheduler:
     """The Gaussian path ``u`` carries as ``u.scheduler``; ``TypeError`` if it carries none."""
     scheduler = getattr(u, "scheduler", None)
     if not isinstance(scheduler, Scheduler):
-        raise TypeError(
+        raise FlowsolveTypeError(
             "this baseline needs a Gaussian-path model: the velocity field must carry a flowsolve scheduler as "
             "`.scheduler` (adapters and GaussianMixtureFlow do)"
         )

@@ -7,14 +7,14 @@ import itertools
 import attrs
 
 from flowsolve.baselines.base import Baseline, predictions, scalar_time, scheduler_of
-from flowsolve.baselines.grids import uniform_time_grid
+from flowsolve.paths.noise_grids import uniform_time_grid
 
 
 @attrs.frozen
 class DDIM(Baseline):
     """Deterministic DDIM: ``x_{i+1} = alpha_{i+1} x1_hat_i + sigma_{i+1} eps_hat_i``; one NFE per step,
     on a grid uniform in ``t`` (the model's own time) over the times the model covers
-    (:func:`~flowsolve.baselines.grids.uniform_time_grid`; ``i / nfe`` for most models)."""
+    (:func:`~flowsolve.paths.noise_grids.uniform_time_grid`; ``i / nfe`` for most models)."""
 
     needs_scheduler = True
 

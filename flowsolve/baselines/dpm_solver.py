@@ -8,13 +8,13 @@ import attrs
 import torch
 
 from flowsolve.baselines.base import Baseline, predictions, scalar_time, scheduler_of
-from flowsolve.baselines.grids import GRID_SPACINGS, solver_grid
+from flowsolve.paths.noise_grids import GRID_SPACINGS, solver_grid
 
 
 @attrs.frozen
 class DPMSolverPP2M(Baseline):
     """DPM-Solver++(2M) (Lu et al., 2022): second-order multistep exponential integrator in the
-    data prediction, one NFE per step, on a grid of :func:`~flowsolve.baselines.grids.solver_grid`
+    data prediction, one NFE per step, on a grid of :func:`~flowsolve.paths.noise_grids.solver_grid`
     (``spacing``: log-SNR uniform by default, ``"edm"`` or ``"time-uniform"``) over the model's
     noise range; on a path to clean data the last step returns the data prediction, on one that
     ends above zero noise it lands on that end."""

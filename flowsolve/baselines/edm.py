@@ -7,7 +7,7 @@ import itertools
 import attrs
 
 from flowsolve.baselines.base import Baseline, predictions, scalar_time, scheduler_of
-from flowsolve.baselines.grids import sigma_range, spaced_noise_levels, times_at_noise
+from flowsolve.paths.noise_grids import sigma_range, spaced_noise_levels, times_at_noise
 from flowsolve.paths.schedulers import Scheduler
 
 
@@ -17,7 +17,7 @@ class EDMHeun(Baseline):
     variables ``y = x / alpha``, ``s = sigma / alpha``; the last step is Euler. ``k`` steps cost
     ``2k - 1`` NFE, so an even budget uses one evaluation less.
 
-    The schedule spans the model's noise range (:func:`~flowsolve.baselines.grids.sigma_range`:
+    The schedule spans the model's noise range (:func:`~flowsolve.paths.noise_grids.sigma_range`:
     ``sigma_max`` / ``sigma_min`` narrowed to the path's own ends and the model's time range). The
     last step lands on the path's end at ``t = 1`` (``s = 0`` for a path to clean data) and the
     output is ``x = alpha_1 y`` there; where that end is ``sigma_min`` itself, the schedule's last

@@ -17,7 +17,6 @@ import sys
 from flowsolve.cli import conformance, demo, evaluate, fit, plugins, sample
 from flowsolve.cli.cache import trajectory_store
 from flowsolve.cli.options import positive_int
-from flowsolve.cli.stopgap_errors import BUILTIN_ERRORS, as_user_input_error
 from flowsolve.core.errors import FlowsolveError
 
 # Kept for benchmarks/beat_dpm_solver.py, which imports it; new code uses cache.trajectory_store.
@@ -52,11 +51,6 @@ def main(argv: list[str] | None = None) -> int:
         return INTERRUPTED
     except FlowsolveError as error:
         return _report(args.command, error)
-    except BUILTIN_ERRORS as error:
-        user_error = as_user_input_error(error)  # stopgap, see stopgap_errors
-        if user_error is None:
-            raise
-        return _report(args.command, user_error)
 
 
 def _report(command: str, error: FlowsolveError) -> int:

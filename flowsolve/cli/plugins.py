@@ -23,7 +23,7 @@ def run(args: argparse.Namespace) -> int:
         for note in record.notes:  # names of this plugin ignored, refused or replacing a built-in
             print(f"  {'':<20} {note}")
     sections = (("base solvers", found.base_solvers), ("transforms", found.transforms), ("losses", found.losses),
-                ("model adapters", found.adapters), ("models", found.models),
+                ("model adapters", found.adapters), ("models", found.models), ("baselines", found.baselines),
                 ("solver families", lambda: {"transform x base": None, **found.solver_families()}))
     for title, provided in sections:
         print(f"{title}: {', '.join(sorted(provided()))}")

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import sys
 
+from flowsolve.core.errors import FlowsolveValueError
 from flowsolve.plugins.registry import UnknownNameError
 
 USAGE_ERROR = 2
@@ -67,9 +68,9 @@ def checked_device(name: str):
 
     device = torch.device(name)
     if device.type == "cuda" and not torch.cuda.is_available():
-        raise ValueError(f"device {name!r} requested but CUDA is not available here; use --device cpu")
+        raise FlowsolveValueError(f"device {name!r} requested but CUDA is not available here; use --device cpu")
     if device.type == "cuda" and device.index is not None and device.index >= torch.cuda.device_count():
-        raise ValueError(f"device {name!r} requested but only {torch.cuda.device_count()} CUDA device(s) exist")
+        raise FlowsolveValueError(f"device {name!r} requested but only {torch.cuda.device_count()} CUDA device(s) exist")
     return device
 
 

@@ -21,6 +21,7 @@ from flowsolve.conformance.parametric_checks import pairing_label, perturb_param
 from flowsolve.conformance.problems import SEEDS, bounded, noise, smooth_fields
 from flowsolve.conformance.profiles import Effort, check_property
 from flowsolve.conformance.profiles import strategies as st
+from flowsolve.core.errors import FlowsolveTypeError
 from flowsolve.methods.base import BaseMethod
 from flowsolve.solvers.family import compose
 from flowsolve.solvers.transforms import Transform
@@ -144,9 +145,12 @@ def _determinism(sampler: Sampler, effort: Effort, device) -> Outcome:
     return Outcome.passed("bitwise identical outputs for identical inputs")
 
 
-def gradient_check(transform: Transform, base: BaseMethod, effort: Effort, device, family=None) -> Check:
+def gradient_check(transform: Transform | None, base: BaseMethod, effort: Effort, device, family=None) -> Check:
     """Gradients of ``transform x base``, or of ``family`` (any family with ``at(nfe)``) with ``base``'s NFEs."""
-    family = family or compose(transform, base)
+    if family is None:
+        if transform is None:
+            raise FlowsolveTypeError("gradient_check needs a transform or a family")
+        family = compose(transform, base)
     label = pairing_label(transform, base) if transform is not None else family.label
     return Check(f"gradients[{label}]", "finite gradients reach the learnable parameters",
                  lambda: _gradients(family, base, label, effort, device))

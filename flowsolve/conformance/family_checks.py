@@ -25,6 +25,7 @@ from flowsolve.conformance.parametric_checks import perturb_parameters
 from flowsolve.conformance.problems import SEEDS, noise, smooth_fields
 from flowsolve.conformance.profiles import Effort, check_property
 from flowsolve.conformance.profiles import strategies as st
+from flowsolve.core.errors import FlowsolveValueError
 from flowsolve.solvers.family_base import Family
 
 START_TOLERANCE = 1e-11
@@ -73,7 +74,7 @@ def family_checks(family: Family, effort: Effort, device) -> list[Check]:
     }
     unknown = sorted(set(family.conformance_checks) - set(groups))
     if unknown:
-        raise ValueError(f"{type(family).__name__}.conformance_checks names {unknown}, which the conformance suite "
+        raise FlowsolveValueError(f"{type(family).__name__}.conformance_checks names {unknown}, which the conformance suite "
                          f"does not know for this family; known: {sorted(groups)}")
     return [check for name in family.conformance_checks for check in groups[name]()]
 

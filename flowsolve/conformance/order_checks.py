@@ -37,11 +37,13 @@ def max_error(x: torch.Tensor, reference: torch.Tensor) -> float:
 
 
 def order_checks(base: BaseMethod, effort: Effort, device) -> list[Check]:
-    return [
-        Check(f"order[{kind.name}]", f"fitted order on {kind.name} problems vs the declared order",
-              lambda kind=kind, strategy=strategy: _order(base, kind, strategy(), effort, device))
-        for kind, strategy in ORDER_PROBLEMS
-    ]
+    return [_order_check(base, kind, strategy, effort, device) for kind, strategy in ORDER_PROBLEMS]
+
+
+def _order_check(base: BaseMethod, kind, strategy, effort: Effort, device) -> Check:
+    # A function of its own so that the closure binds this problem's kind and strategy.
+    return Check(f"order[{kind.name}]", f"fitted order on {kind.name} problems vs the declared order",
+                 lambda: _order(base, kind, strategy(), effort, device))
 
 
 def _order(base: BaseMethod, kind, strategy, effort: Effort, device) -> Outcome:

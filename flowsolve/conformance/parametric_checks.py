@@ -140,7 +140,11 @@ class SmoothTransform:
 
 
 KINDS = ("scale-time", "time-only", "scale-only")
-_PROBE = dict(warp=0.7, wiggle=0.3, growth=0.4, ripple=0.2)
+
+
+def probe_transform(kind: str) -> SmoothTransform:
+    """A fixed smooth transform of ``kind``: what :func:`representable_kind` tries to set."""
+    return SmoothTransform(kind, warp=0.7, wiggle=0.3, growth=0.4, ripple=0.2)
 
 
 def smooth_transforms(kind: str):
@@ -155,7 +159,7 @@ def representable_kind(transform: Transform, base: BaseMethod) -> tuple[str | No
     for kind in KINDS:
         solver = compose(transform, base).at(base.evaluations(2))
         try:
-            solver.set_transform(SmoothTransform(kind, **_PROBE).time, SmoothTransform(kind, **_PROBE).scale)
+            solver.set_transform(probe_transform(kind).time, probe_transform(kind).scale)
         except (ValueError, NotImplementedError) as error:
             reasons.append(f"{kind}: {type(error).__name__}: {error}")
         else:

@@ -35,6 +35,7 @@ from flowsolve.conformance.profiles import DEFAULT, Effort
 from flowsolve.conformance.subject import Subject
 from flowsolve.conformance.tableau_checks import tableau_checks
 from flowsolve.conformance.transform_checks import boundary_check
+from flowsolve.core.errors import FlowsolveValueError
 from flowsolve.methods.base import BaseMethod
 from flowsolve.methods.runge_kutta import Euler, Midpoint
 from flowsolve.solvers.transforms import ScaleOnly, ScaleTime, TimeOnly, Transform
@@ -81,7 +82,7 @@ _PARAMETRIC_NAMES = frozenset({"parametric", "step-lipschitz"})
 def base_solver_checks(base: BaseMethod, effort: Effort, device) -> list[Check]:
     unknown = sorted(set(base.conformance_checks) - set(_METHOD_CHECKS) - _PARAMETRIC_NAMES)
     if unknown:
-        raise ValueError(f"{type(base).__name__}.conformance_checks names {unknown}, which the conformance suite does "
+        raise FlowsolveValueError(f"{type(base).__name__}.conformance_checks names {unknown}, which the conformance suite does "
                          f"not know; known: {sorted({*_METHOD_CHECKS, *_PARAMETRIC_NAMES})}")
     return [check for name in base.conformance_checks if name in _METHOD_CHECKS
             for check in _METHOD_CHECKS[name](base, effort, device)]

@@ -16,7 +16,7 @@ profiles are only registered, never loaded, so a host test suite's own profile i
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import TypeVar
+from typing import Any, TypeVar
 
 import attrs
 
@@ -31,7 +31,8 @@ except ImportError as error:  # hypothesis is what drives every check
 T = TypeVar("T")
 R = TypeVar("R")
 
-_COMMON = dict(
+# Any-valued: the settings differ in type, and register_profile takes them as **kwargs.
+_COMMON: dict[str, Any] = dict(
     deadline=None,
     phases=(hypothesis.Phase.explicit, hypothesis.Phase.generate),
     suppress_health_check=list(hypothesis.HealthCheck),

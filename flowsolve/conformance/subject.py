@@ -6,6 +6,7 @@ import importlib
 
 import attrs
 
+from flowsolve.core.errors import FlowsolveTypeError
 from flowsolve.core.tableau import ButcherTableau
 from flowsolve.methods.base import BaseMethod
 from flowsolve.methods.runge_kutta import BaseSolver
@@ -60,7 +61,7 @@ def resolve(spec: str) -> Subject:
         ImportError / AttributeError: ``module:object`` does not import.
     """
     if not isinstance(spec, str) or not spec:
-        raise TypeError(f"a solver must be named by a non-empty string (a registered name or module:object), "
+        raise FlowsolveTypeError(f"a solver must be named by a non-empty string (a registered name or module:object), "
                         f"got {spec!r}")
     if ":" in spec:
         module_name, _, attribute = spec.partition(":")
@@ -106,4 +107,4 @@ def from_object(obj, spec: str, origin: str = "given object") -> Subject:
         return Subject(spec, origin, base=obj.base, transform=obj.transform)
     if isinstance(obj, Family):  # e.g. flowsolve.NonStationary()
         return Subject(spec, origin, base=obj.base, family=obj)
-    raise TypeError(f"{spec!r} is a {type(obj).__name__} ({obj!r}); the conformance suite takes {ACCEPTED}")
+    raise FlowsolveTypeError(f"{spec!r} is a {type(obj).__name__} ({obj!r}); the conformance suite takes {ACCEPTED}")

@@ -12,3 +12,15 @@ class FlowsolveError(Exception):
 
 class FlowsolveValueError(FlowsolveError, ValueError):
     """A value given to flowsolve (an argument, an option, a file's content) that it cannot use."""
+
+
+class FlowsolveTypeError(FlowsolveError, TypeError):
+    """An object given to flowsolve of a kind it cannot use (a model, a part, an option's type)."""
+
+
+class FlowsolveFileNotFoundError(FlowsolveError, FileNotFoundError):
+    """A file flowsolve was asked to read (a solver file, bundled weights) is not there."""
+
+
+class FitDivergedError(FlowsolveError, FloatingPointError):
+    """Training drove the solver's parameters, loss or gradients to non-finite values."""

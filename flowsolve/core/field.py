@@ -6,7 +6,11 @@ from typing import Callable
 
 import torch
 
-from flowsolve.core.errors import FlowsolveError
+from flowsolve.core.errors import (
+    FlowsolveError,
+    FlowsolveTypeError,
+    FlowsolveValueError,
+)
 
 VelocityField = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 
@@ -72,7 +76,7 @@ def call_field(field: VelocityField, t: torch.Tensor, x: torch.Tensor, *, where=
 
 def _call_grouped(field, t, x, where):
     if t.shape[0] != x.shape[0]:
-        raise ValueError(f"per-sample times have shape {tuple(t.shape)} but x has batch size {x.shape[0]}")
+        raise FlowsolveValueError(f"per-sample times have shape {tuple(t.shape)} but x has batch size {x.shape[0]}")
     distinct, inverse = torch.unique(t.detach(), return_inverse=True)
     # Each group's time is one of its own entries of t (not the detached unique value), so
     # gradients with respect to the times still flow.
@@ -94,14 +98,14 @@ def _call_grouped(field, t, x, where):
 
 def _check_output(out, x, where):
     if not isinstance(out, torch.Tensor):
-        raise TypeError(f"the velocity field must return a torch.Tensor, got {type(out).__name__} {where}")
+        raise FlowsolveTypeError(f"the velocity field must return a torch.Tensor, got {type(out).__name__} {where}")
     if out.shape != x.shape:
-        raise ValueError(
+        raise FlowsolveValueError(
             f"the velocity field returned shape {tuple(out.shape)} for x of shape {tuple(x.shape)} {where}; "
             "u(t, x) must return a tensor shaped like x"
         )
     if out.dtype != x.dtype:
-        raise TypeError(
+        raise FlowsolveTypeError(
             f"the velocity field returned dtype {out.dtype} for x of dtype {x.dtype} {where}; "
             "cast the model output (or the noise) so both match"
         )

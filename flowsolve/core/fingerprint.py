@@ -30,6 +30,7 @@ import inspect
 
 import torch
 
+from flowsolve.core.errors import FlowsolveTypeError, FlowsolveValueError
 from flowsolve.core.field import _check_output
 
 PROBE_SEED = 20231001
@@ -97,7 +98,7 @@ def _add_probe(digest, model, sample_shape, dtype, device) -> None:
         repeated = _probe_output(model, PROBE_TIMES[0], x)
     if _tensor_bytes(repeated) != _tensor_bytes(outputs[0]):
         difference = float((repeated.double() - outputs[0].double()).abs().nan_to_num(float("inf")).max())
-        raise ValueError(
+        raise FlowsolveValueError(
             f"the model's outputs differ between two identical calls u(t={PROBE_TIMES[0]}, x) "
             f"(by up to {difference:.3g}); "
             "ground truth and fingerprints need a deterministic field: call model.eval() to turn off dropout, and "
@@ -119,7 +120,7 @@ def _probe_output(model, t: float, x: torch.Tensor) -> torch.Tensor:
     if not isinstance(out, torch.Tensor):
         kind = type(out)
         name = kind.__qualname__ if kind.__module__ == "builtins" else f"{kind.__module__}.{kind.__qualname__}"
-        raise TypeError(
+        raise FlowsolveTypeError(
             f"the velocity field returned {name} {where}; a velocity field must return a torch.Tensor shaped like x "
             f"(same dtype and device), e.g. torch.as_tensor(result, dtype=x.dtype, device=x.device)"
         )

@@ -8,6 +8,7 @@ from fractions import Fraction
 import attrs
 import torch
 
+from flowsolve.core.errors import FlowsolveValueError
 from flowsolve.core.tableau import ButcherTableau
 
 
@@ -44,7 +45,7 @@ class NodeGrid:
     @classmethod
     def build(cls, tableau: ButcherTableau, n_steps: int) -> "NodeGrid":
         if n_steps < 1:
-            raise ValueError(f"n_steps must be >= 1, got {n_steps}")
+            raise FlowsolveValueError(f"n_steps must be >= 1, got {n_steps}")
         stage_nodes = [[(i + ck) / Fraction(n_steps) for ck in tableau.c] for i in range(n_steps)]
         step_points = [Fraction(i, n_steps) for i in range(n_steps + 1)]
         positions = sorted({p for row in stage_nodes for p in row} | set(step_points))

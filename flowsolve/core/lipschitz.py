@@ -9,11 +9,13 @@ from __future__ import annotations
 
 import torch
 
+from flowsolve.core.errors import FlowsolveValueError
+
 
 def check_L_tau(L_tau) -> None:
     """Refuse an ``L_tau`` that is not a non-negative number (NaN included)."""
     if not L_tau >= 0:
-        raise ValueError(f"L_tau must be a non-negative number, got {L_tau!r}")
+        raise FlowsolveValueError(f"L_tau must be a non-negative number, got {L_tau!r}")
 
 
 def field_lipschitz(dt: torch.Tensor, s: torch.Tensor, ds: torch.Tensor, L_tau: float) -> torch.Tensor:

@@ -19,7 +19,7 @@ import torch
 
 from flowsolve._version import __version__
 from flowsolve.core.atomic import atomic_write
-from flowsolve.core.errors import FlowsolveValueError
+from flowsolve.core.errors import FlowsolveFileNotFoundError, FlowsolveValueError
 
 FORMAT_NAME = "flowsolve.solvers.parametric"
 FORMAT_VERSION = 3  # 3: parts as {kind, name, options}; 2: other families; 1: transform x base
@@ -73,7 +73,7 @@ def read_solver_file(path) -> SolverFile:
     """
     path = Path(path)
     if not path.exists():
-        raise FileNotFoundError(f"no solver file at {path}")
+        raise FlowsolveFileNotFoundError(f"no solver file at {path}")
     try:
         payload = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as error:  # truncated / not a torch archive / foreign pickle

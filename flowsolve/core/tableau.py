@@ -8,6 +8,8 @@ from typing import Sequence
 
 import attrs
 
+from flowsolve.core.errors import FlowsolveTypeError, FlowsolveValueError
+
 # Residual allowed in an order condition when an entry was given as a float
 # (1/3 as 0.333...). Rational entries meet the conditions with residual 0.
 _TOLERANCE = Fraction(1, 10**12)
@@ -15,12 +17,12 @@ _TOLERANCE = Fraction(1, 10**12)
 
 def _to_fraction(value) -> Fraction:
     if isinstance(value, bool):
-        raise TypeError(f"tableau entries must be numbers, got {value!r}")
+        raise FlowsolveTypeError(f"tableau entries must be numbers, got {value!r}")
     if isinstance(value, (int, Fraction, str)):
         return Fraction(value)
     if isinstance(value, float):
         return Fraction(value)
-    raise TypeError(f"tableau entries must be int, float, Fraction or 'p/q' strings, got {type(value).__name__} {value!r}")
+    raise FlowsolveTypeError(f"tableau entries must be int, float, Fraction or 'p/q' strings, got {type(value).__name__} {value!r}")
 
 
 def _vector(values: Sequence) -> tuple[Fraction, ...]:
@@ -94,33 +96,33 @@ class ButcherTableau:
     def __attrs_post_init__(self):
         stages = len(self.b)
         if stages == 0:
-            raise ValueError(f"tableau {self.name!r}: b is empty; a method needs at least one stage")
+            raise FlowsolveValueError(f"tableau {self.name!r}: b is empty; a method needs at least one stage")
         if len(self.c) != stages or len(self.a) != stages or any(len(row) != stages for row in self.a):
-            raise ValueError(
+            raise FlowsolveValueError(
                 f"tableau {self.name!r}: shapes disagree: b has {stages} entries, c has {len(self.c)}, "
                 f"A is {len(self.a)}x{[len(r) for r in self.a]}; A must be {stages}x{stages}"
             )
         for i, row in enumerate(self.a):
             if any(row[j] != 0 for j in range(i, stages)):
-                raise ValueError(
+                raise FlowsolveValueError(
                     f"tableau {self.name!r}: A[{i}] = {[str(v) for v in row]} has a non-zero entry on or above "
                     "the diagonal; only explicit methods (strictly lower-triangular A) are supported"
                 )
             if abs(sum(row) - self.c[i]) > _TOLERANCE:
-                raise ValueError(
+                raise FlowsolveValueError(
                     f"tableau {self.name!r}: row {i} of A sums to {sum(row)} but c[{i}] = {self.c[i]}; "
                     "each row of A must sum to its node c"
                 )
         for i, ci in enumerate(self.c):
             if not 0 <= ci <= 1:
-                raise ValueError(f"tableau {self.name!r}: c[{i}] = {ci} lies outside [0, 1]")
+                raise FlowsolveValueError(f"tableau {self.name!r}: c[{i}] = {ci} lies outside [0, 1]")
         if self.order < 1:
-            raise ValueError(f"tableau {self.name!r}: order must be >= 1, got {self.order}")
+            raise FlowsolveValueError(f"tableau {self.name!r}: order must be >= 1, got {self.order}")
         for p in range(1, self.order + 1):
             for tree in rooted_trees(p):
                 got, wanted = self._condition(tree)
                 if abs(got - wanted) > _TOLERANCE:
-                    raise ValueError(
+                    raise FlowsolveValueError(
                         f"tableau {self.name!r} declares order {self.order} but fails an order-{p} condition "
                         f"(tree {tree!r}): b.Phi = {got} (~{float(got):.6g}), needs {wanted}; "
                         f"its actual order is {self.achieved_order()}"

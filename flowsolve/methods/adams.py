@@ -21,6 +21,7 @@ from fractions import Fraction as F
 import attrs
 import torch
 
+from flowsolve.core.errors import FlowsolveTypeError, FlowsolveValueError
 from flowsolve.core.field import VelocityField, call_field
 from flowsolve.core.grid import NodeGrid
 from flowsolve.methods.base import BaseMethod
@@ -45,7 +46,7 @@ class AdamsBashforth(BaseMethod):
 
     def __init__(self, order: int = 2):
         if order not in ADAMS_BASHFORTH_COEFFICIENTS:
-            raise ValueError(f"Adams-Bashforth order must be 1, 2 or 3, got {order!r}")
+            raise FlowsolveValueError(f"Adams-Bashforth order must be 1, 2 or 3, got {order!r}")
         self.ab_order = order
 
     @property
@@ -80,10 +81,10 @@ class AdamsBashforth(BaseMethod):
 
     def n_steps(self, nfe: int) -> int:
         if isinstance(nfe, bool) or not isinstance(nfe, int):
-            raise TypeError(f"nfe must be an int, got {type(nfe).__name__} {nfe!r}")
+            raise FlowsolveTypeError(f"nfe must be an int, got {type(nfe).__name__} {nfe!r}")
         least = 1 + self.startup_evaluations
         if nfe < least:
-            raise ValueError(f"{self.name} needs nfe >= {least} (one evaluation per step"
+            raise FlowsolveValueError(f"{self.name} needs nfe >= {least} (one evaluation per step"
                              + (", plus one for its Heun start-up step)" if self.startup_evaluations else ")"))
         return nfe - self.startup_evaluations
 

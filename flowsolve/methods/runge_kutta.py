@@ -11,6 +11,7 @@ from fractions import Fraction as F
 
 import torch
 
+from flowsolve.core.errors import FlowsolveTypeError, FlowsolveValueError
 from flowsolve.core.field import VelocityField, call_field
 from flowsolve.core.grid import NodeGrid
 from flowsolve.core.rk_step import rk_step
@@ -40,16 +41,16 @@ class BaseSolver(BaseMethod):
     def __init_subclass__(cls, **kwargs):
         super().__init_subclass__(**kwargs)
         if "tableau" in cls.__dict__ and not isinstance(cls.__dict__["tableau"], ButcherTableau):
-            raise TypeError(f"{cls.__qualname__}.tableau must be a ButcherTableau, "
+            raise FlowsolveTypeError(f"{cls.__qualname__}.tableau must be a ButcherTableau, "
                             f"got {type(cls.__dict__['tableau']).__name__}")
 
     def __init__(self, tableau: ButcherTableau | None = None):
         if tableau is not None:
             if not isinstance(tableau, ButcherTableau):
-                raise TypeError(f"tableau must be a ButcherTableau, got {type(tableau).__name__}")
+                raise FlowsolveTypeError(f"tableau must be a ButcherTableau, got {type(tableau).__name__}")
             self.tableau = tableau
         elif not _has_class_tableau(type(self)):
-            raise TypeError("BaseSolver() needs a ButcherTableau; use e.g. BaseSolver(my_tableau) or Midpoint()")
+            raise FlowsolveTypeError("BaseSolver() needs a ButcherTableau; use e.g. BaseSolver(my_tableau) or Midpoint()")
 
     @property
     def name(self) -> str:
@@ -100,10 +101,10 @@ class BaseSolver(BaseMethod):
     def n_steps(self, nfe: int) -> int:
         """Steps that spend exactly ``nfe`` evaluations; ``ValueError`` if there is no such count."""
         if isinstance(nfe, bool) or not isinstance(nfe, int):
-            raise TypeError(f"nfe must be an int, got {type(nfe).__name__} {nfe!r}")
+            raise FlowsolveTypeError(f"nfe must be an int, got {type(nfe).__name__} {nfe!r}")
         if nfe < self.stages or nfe % self.stages:
             valid = ", ".join(str(self.stages * k) for k in range(1, 6))
-            raise ValueError(
+            raise FlowsolveValueError(
                 f"nfe={nfe} does not split into whole steps of {self.name} ({self.stages} evaluations per step); "
                 f"valid NFEs are the multiples of {self.stages}: {valid}, ..."
             )

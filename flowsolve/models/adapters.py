@@ -17,6 +17,7 @@ import abc
 import torch
 from torch import nn
 
+from flowsolve.core.errors import FlowsolveTypeError, FlowsolveValueError
 from flowsolve.core.field import VelocityField
 from flowsolve.paths import schedulers as _schedulers
 from flowsolve.paths.predictions import predictions_from, velocity_from
@@ -61,9 +62,9 @@ class Adapter(nn.Module, abc.ABC):
     def __init__(self, model, scheduler: _schedulers.Scheduler, time: str = "flow"):
         super().__init__()
         if not callable(model):
-            raise TypeError(f"the model must be callable as model(x, time), got {type(model).__name__}")
+            raise FlowsolveTypeError(f"the model must be callable as model(x, time), got {type(model).__name__}")
         if time not in ("flow", "diffusion"):
-            raise ValueError(f"time must be 'flow' (t, 0 = noise) or 'diffusion' (s = 1 - t, 1 = noise), got {time!r}")
+            raise FlowsolveValueError(f"time must be 'flow' (t, 0 = noise) or 'diffusion' (s = 1 - t, 1 = noise), got {time!r}")
         self.model, self.scheduler, self.time = model, scheduler, time
         shape = getattr(model, "sample_shape", None)
         if shape is not None:
@@ -80,7 +81,7 @@ class Adapter(nn.Module, abc.ABC):
         out = self.model(x, t if self.time == "flow" else 1 - t)
         if not isinstance(out, torch.Tensor) or out.shape != x.shape:
             got = tuple(out.shape) if isinstance(out, torch.Tensor) else type(out).__name__
-            raise ValueError(f"the {self.kind} model returned {got} for x of shape {tuple(x.shape)}; expected x's shape")
+            raise FlowsolveValueError(f"the {self.kind} model returned {got} for x of shape {tuple(x.shape)}; expected x's shape")
         return out
 
     def times(self, t, x: torch.Tensor) -> torch.Tensor:
@@ -141,7 +142,7 @@ class NoisePrediction(Adapter):
         if t_max is None:
             t_max = 1.0 if bool(torch.isfinite(scheduler.d_sigma(ends[1]))) else 1 - 1e-3
         if not 0 <= t_min < t_max <= 1:
-            raise ValueError(f"need 0 <= t_min < t_max <= 1, got t_min={t_min}, t_max={t_max}")
+            raise FlowsolveValueError(f"need 0 <= t_min < t_max <= 1, got t_min={t_min}, t_max={t_max}")
         self.t_min, self.t_max = t_min, t_max
 
     @property
@@ -169,7 +170,7 @@ class DataPrediction(Adapter):
             ends_clean = float(scheduler.sigma(torch.tensor(1.0, dtype=torch.float64))) < 1e-12  # cos(pi/2) != 0 in floats
             t_min = 1e-3 if ends_clean else 0.0
         if not 0 <= t_min < 1:
-            raise ValueError(f"need 0 <= t_min < 1, got t_min={t_min}")
+            raise FlowsolveValueError(f"need 0 <= t_min < 1, got t_min={t_min}")
         self.t_min = t_min
 
     @property
@@ -192,7 +193,7 @@ class VPrediction(Adapter):
     def __init__(self, model, scheduler, time="flow", t_max: float | None = None):
         super().__init__(model, scheduler, time)
         if not scheduler.is_variance_preserving():
-            raise ValueError(
+            raise FlowsolveValueError(
                 f"v-prediction needs a variance-preserving scheduler (alpha^2 + sigma^2 = 1); {scheduler!r} is not. "
                 "Use schedulers.Cosine() or schedulers.VP()"
             )
@@ -223,7 +224,7 @@ class EDMDenoiser(Adapter):
     def __init__(self, model, sigma_min: float = 0.002, sigma_max: float = 80.0):
         super().__init__(model, _schedulers.FMOT())
         if not 0 < sigma_min < sigma_max:
-            raise ValueError(f"need 0 < sigma_min < sigma_max, got {sigma_min}, {sigma_max}")
+            raise FlowsolveValueError(f"need 0 < sigma_min < sigma_max, got {sigma_min}, {sigma_max}")
         self.sigma_min, self.sigma_max = sigma_min, sigma_max
 
     @property
@@ -280,7 +281,7 @@ class ClassifierFreeGuidance(nn.Module):
             return condition
         if condition.shape[0] == 1:
             return condition.expand(batch, *condition.shape[1:])
-        raise ValueError(
+        raise FlowsolveValueError(
             f"{name} has {condition.shape[0]} rows for a batch of {batch}; give one row (shared by every sample) "
             "or one per sample (sampling only: fitting draws paths in other orders, so fit with one shared condition)"
         )
@@ -303,7 +304,7 @@ def _scheduler_option(scheduler, default):
         return scheduler
     if scheduler in _schedulers.BUILTIN_SCHEDULERS:
         return _schedulers.BUILTIN_SCHEDULERS[scheduler]()
-    raise ValueError(
+    raise FlowsolveValueError(
         f"unknown scheduler {scheduler!r}; use a flowsolve.schedulers object or one of {sorted(_schedulers.BUILTIN_SCHEDULERS)}"
     )
 

@@ -2,10 +2,9 @@
 
 from __future__ import annotations
 
-import math
-
 import torch
 
+from flowsolve.core.errors import FlowsolveValueError
 from flowsolve.paths.schedulers import FMOT, Scheduler
 
 
@@ -34,12 +33,12 @@ class GaussianMixtureFlow:
         self.stds = torch.as_tensor(stds, dtype=torch.float64)
         weights = torch.as_tensor(weights, dtype=torch.float64)
         if self.means.dim() != 2 or self.stds.shape != self.means.shape[:1] or weights.shape != self.stds.shape:
-            raise ValueError(
+            raise FlowsolveValueError(
                 f"expected means (K, D), stds (K,), weights (K,); got {tuple(self.means.shape)}, "
                 f"{tuple(self.stds.shape)}, {tuple(weights.shape)}"
             )
         if not bool((self.stds > 0).all()) or not bool((weights > 0).all()):
-            raise ValueError("component stds and weights must be positive")
+            raise FlowsolveValueError("component stds and weights must be positive")
         self.log_weights = torch.log(weights / weights.sum())
         self.scheduler = scheduler or FMOT()
 
@@ -77,7 +76,7 @@ class GaussianMixtureFlow:
     def _evaluate(self, t, x):
         flat = x.reshape(x.shape[0], -1)
         if flat.shape[1] != self.dim:
-            raise ValueError(f"x has {flat.shape[1]} features per sample, the mixture has dimension {self.dim}")
+            raise FlowsolveValueError(f"x has {flat.shape[1]} features per sample, the mixture has dimension {self.dim}")
         t = torch.as_tensor(t, dtype=x.dtype, device=x.device)
         t = t.reshape(-1, 1, 1) if t.dim() == 1 else t  # (B, 1, 1) broadcasts over (B, K, D)
         means, stds2 = self.means.to(x), self.stds.to(x) ** 2

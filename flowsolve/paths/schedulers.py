@@ -19,6 +19,8 @@ from typing import Callable
 import attrs
 import torch
 
+from flowsolve.core.errors import FlowsolveValueError
+
 
 class Scheduler:
     """Base class; subclasses define ``alpha, sigma, d_alpha, d_sigma`` (tensor in, tensor out)."""
@@ -80,7 +82,7 @@ class Scheduler:
         times = torch.tensor([start, end], dtype=torch.float64)
         high, low = (self.sigma(times) / self.alpha(times)).tolist()
         if not high > low >= 0:  # also catches NaN
-            raise ValueError(
+            raise FlowsolveValueError(
                 f"{self!r}: sigma/alpha is {high:.4g} at t = {start:.4g} and {low:.4g} at t = {end:.4g}; a path must "
                 "go from more noise to less (alpha increasing, sigma decreasing, both >= 0 and not both 0)"
             )

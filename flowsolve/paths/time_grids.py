@@ -18,9 +18,11 @@ from collections.abc import Callable
 
 import torch
 
+from flowsolve.core.errors import FlowsolveValueError
+
 # A layer above paths/: the model's noise range lives with the baselines' grids for now (it
 # belongs in paths/; tests/test_layers.py lists this import as a known exception).
-from flowsolve.baselines.training_free import sigma_range
+from flowsolve.paths.noise_grids import sigma_range
 from flowsolve.paths.schedulers import Cosine, Scheduler
 from flowsolve.solvers.transforms import NodeValues
 
@@ -58,7 +60,7 @@ def cosine(scheduler: Scheduler, *, model=None):
     """
     ends = torch.tensor([0.0, 1.0], dtype=torch.float64)
     if float(scheduler.alpha(ends[0])) != 0 or float(scheduler.sigma(ends[1])) != 0:
-        raise ValueError(
+        raise FlowsolveValueError(
             f"the cosine schedule needs a path from pure noise to clean data (alpha_0 = 0, sigma_1 = 0); "
             f"{scheduler!r} has alpha_0 = {float(scheduler.alpha(ends[0])):.3g}: use 'log-snr' or 'edm'"
         )
@@ -99,7 +101,7 @@ def schedule_time(name: str, scheduler: Scheduler, model=None):
     """The transform ``r -> t_r`` of schedule ``name`` for ``scheduler``, over the noise range of
     ``model`` (its ``time_range``) where given."""
     if name not in SCHEDULES:
-        raise ValueError(f"unknown schedule {name!r}; choose one of {sorted(SCHEDULES)} (each optionally with "
+        raise FlowsolveValueError(f"unknown schedule {name!r}; choose one of {sorted(SCHEDULES)} (each optionally with "
                          "'+ddim', e.g. 'log-snr+ddim') or pass a fitted solver")
     return SCHEDULES[name](scheduler, model=model)
 
@@ -109,16 +111,16 @@ def start_from_schedule(solver, spec: str, model) -> None:
     scheduler: ``"log-snr"`` etc. (time only), or ``"log-snr+ddim"`` (time and DDIM's scale)."""
     scheduler = getattr(model, "scheduler", None)
     if not isinstance(scheduler, Scheduler):
-        raise ValueError(f"init={spec!r} needs a Gaussian-path model carrying a flowsolve scheduler (.scheduler)")
+        raise FlowsolveValueError(f"init={spec!r} needs a Gaussian-path model carrying a flowsolve scheduler (.scheduler)")
     name, plus, scaling = spec.partition("+")
     if plus and scaling != "ddim":
-        raise ValueError(f"init={spec!r}: the only scaling is '+ddim' (e.g. 'log-snr+ddim')")
+        raise FlowsolveValueError(f"init={spec!r}: the only scaling is '+ddim' (e.g. 'log-snr+ddim')")
     learns = {"time": solver.transform.learns_time, "scale": solver.transform.learns_scale}
     # '+ddim' sets the scale and, for the exact DDIM start, the time derivatives: it needs both.
     missing = [what for what, needed in (("time", name != "uniform" or plus), ("scale", bool(plus)))
                if needed and not learns[what]]
     if missing:
-        raise ValueError(f"init={spec!r} sets the {' and '.join(missing)}; {solver.transform!r} does not learn it")
+        raise FlowsolveValueError(f"init={spec!r} sets the {' and '.join(missing)}; {solver.transform!r} does not learn it")
     time = schedule_time(name, scheduler, model)
     if not plus:
         solver.set_transform(time, torch.ones_like)

@@ -2,26 +2,15 @@
 
 from __future__ import annotations
 
-import importlib
-
 from flowsolve.plugins.hookspecs import hookimpl
-
-# flowsolve's own baselines, in the order reports list them: one module each, holding the baseline
-# and its ``BASELINES`` table ``{name: factory}``. A new baseline is a new module and one line here.
-BASELINE_MODULES = (
-    "flowsolve.baselines.uniform",
-    "flowsolve.baselines.edm",
-    "flowsolve.baselines.dpm_solver",
-    "flowsolve.baselines.ddim",
-)
 
 
 @hookimpl
 def flowsolve_base_solvers():
     from functools import partial
 
+    from flowsolve.methods.adams import AdamsBashforth
     from flowsolve.methods.runge_kutta import BUILTIN_BASE_SOLVERS
-    from flowsolve.solvers.multistep import AdamsBashforth
 
     return {**BUILTIN_BASE_SOLVERS, "ab2": partial(AdamsBashforth, 2), "ab3": partial(AdamsBashforth, 3)}
 
@@ -56,8 +45,9 @@ def flowsolve_model_adapters():
 
 @hookimpl
 def flowsolve_baselines():
-    return {name: factory for module in BASELINE_MODULES
-            for name, factory in importlib.import_module(module).BASELINES.items()}
+    from flowsolve.baselines import builtin_baselines
+
+    return builtin_baselines()
 
 
 @hookimpl

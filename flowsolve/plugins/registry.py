@@ -220,7 +220,7 @@ class Registry:
     def table(self, kind: str) -> dict:
         """``{name: object}`` of ``kind`` (a key of :data:`KINDS`), without refused names."""
         if kind not in KINDS:
-            raise ValueError(f"unknown kind {kind!r}; kinds are {list(KINDS)}")
+            raise FlowsolveValueError(f"unknown kind {kind!r}; kinds are {list(KINDS)}")
         return dict(self._tables[kind])
 
     def refused(self, kind: str, name: str) -> str | None:

@@ -6,6 +6,7 @@ from typing import cast
 
 import attrs
 
+from flowsolve.core.errors import FlowsolveTypeError
 from flowsolve.core.solver_file import part_spec
 from flowsolve.methods.adams import AdamsBashforth
 from flowsolve.methods.base import BaseMethod
@@ -23,14 +24,14 @@ _SOLVER_OF_METHOD: tuple[tuple[type[BaseMethod], type[ParametricSolver]], ...] =
 
 def _check_transform(instance, attribute, value):
     if not isinstance(value, Transform):
-        raise TypeError(
+        raise FlowsolveTypeError(
             f"transform must be a flowsolve.Transform instance (e.g. ScaleTime()), got {type(value).__name__} {value!r}"
         )
 
 
 def _check_base(instance, attribute, value):
     if not isinstance(value, BaseMethod):
-        raise TypeError(
+        raise FlowsolveTypeError(
             f"base must be a flowsolve.BaseSolver instance (e.g. Midpoint()), got {type(value).__name__} {value!r}"
         )
 

@@ -8,6 +8,7 @@ from typing import ClassVar, NamedTuple
 import torch
 from torch import nn
 
+from flowsolve.core.errors import FlowsolveTypeError, FlowsolveValueError
 from flowsolve.core.field import VelocityField
 from flowsolve.core.solver_file import write_solver_file
 
@@ -28,14 +29,18 @@ class SolverModule(nn.Module, abc.ABC):
     """
 
     has_local_steps: ClassVar[bool]
-    history: int = 0
     params: nn.ParameterDict
     metadata: dict
+
+    @property
+    def history(self) -> int:
+        """Previous states a step needs besides its own (0: one-step solvers)."""
+        return 0
 
     def __init_subclass__(cls, **kwargs):
         super().__init_subclass__(**kwargs)
         if not isinstance(getattr(cls, "has_local_steps", None), bool):
-            raise TypeError(f"{cls.__qualname__} must declare has_local_steps = True or False (does it have step(i, x)?)")
+            raise FlowsolveTypeError(f"{cls.__qualname__} must declare has_local_steps = True or False (does it have step(i, x)?)")
 
     @property
     @abc.abstractmethod
@@ -110,8 +115,8 @@ class SolverModule(nn.Module, abc.ABC):
 def check_state(x) -> None:
     """Refuse a state that is not a floating-point tensor with a batch dimension."""
     if not isinstance(x, torch.Tensor):
-        raise TypeError(f"the state must be a torch.Tensor, got {type(x).__name__}")
+        raise FlowsolveTypeError(f"the state must be a torch.Tensor, got {type(x).__name__}")
     if not x.is_floating_point():
-        raise TypeError(f"the state must be a floating-point tensor, got dtype {x.dtype}; use x.float() or x.double()")
+        raise FlowsolveTypeError(f"the state must be a floating-point tensor, got dtype {x.dtype}; use x.float() or x.double()")
     if x.dim() < 1:
-        raise ValueError("the state must have a batch dimension: shape (batch, ...), got a 0-dim tensor")
+        raise FlowsolveValueError("the state must have a batch dimension: shape (batch, ...), got a 0-dim tensor")

@@ -9,6 +9,7 @@ from __future__ import annotations
 import torch
 import torch.utils.checkpoint
 
+from flowsolve.core.errors import FlowsolveValueError
 from flowsolve.core.lipschitz import check_L_tau, field_lipschitz
 from flowsolve.methods.adams import (
     _ADAMS_BASHFORTH,
@@ -65,7 +66,7 @@ class MultistepSolver(ParametricSolver):
         previous = list(previous or [])
         needed = min(self.history, int(index.max()))
         if len(previous) < needed:
-            raise ValueError(f"{self.base.name} step {int(index.max())} needs the states at the {needed} previous step "
+            raise FlowsolveValueError(f"{self.base.name} step {int(index.max())} needs the states at the {needed} previous step "
                              f"points (previous=[x(t_(i-1)), ...]), got {len(previous)}")
         coefficients = self._coefficients(x)
         beta, heun = (v.to(device=x.device, dtype=x.dtype) for v in self.base.step_coefficients(self.n_steps))
@@ -104,11 +105,11 @@ class MultistepSolver(ParametricSolver):
         n, h = self.n_steps, self.step_size
         # Adjoint of the recurrence: G_k = dE_n / dE_k, from G_n = 1 backwards (O(n * order)).
         # E_k enters E_{k+1} with 1 + h beta_k0 Lu_k and E_{k+j+1} with h beta_(k+j)j Lu_k.
-        sensitivity = [None] * n + [node_bounds.new_ones(())]
+        sensitivity = {n: node_bounds.new_ones(())}  # by step index; filled from n down to 1
         for k in range(n - 1, 0, -1):
             total = sensitivity[k + 1] * (1 + h * beta[k][0] * node_bounds[k])
             for j in range(1, len(beta[k])):
                 if k + j <= n - 1 and beta[k + j][j] != 0.0:
                     total = total + sensitivity[k + j + 1] * h * beta[k + j][j] * node_bounds[k]
             sensitivity[k] = total
-        return torch.stack(sensitivity[1:]) * s[1:n + 1] / s[n]
+        return torch.stack([sensitivity[k] for k in range(1, n + 1)]) * s[1:n + 1] / s[n]

@@ -24,6 +24,7 @@ import torch
 import torch.utils.checkpoint
 from torch import nn
 
+from flowsolve.core.errors import FlowsolveTypeError, FlowsolveValueError
 from flowsolve.core.field import call_field
 from flowsolve.core.solver_file import part_spec
 from flowsolve.methods.base import BaseMethod
@@ -58,7 +59,7 @@ class NonStationarySolver(SolverModule):
     def __init__(self, nfe: int):
         super().__init__()
         if isinstance(nfe, bool) or not isinstance(nfe, int) or nfe < 1:
-            raise ValueError(f"nfe must be a positive int, got {nfe!r}")
+            raise FlowsolveValueError(f"nfe must be a positive int, got {nfe!r}")
         m = nfe
         self.params = nn.ParameterDict({
             "times": nn.Parameter(torch.zeros(m, dtype=torch.float64)),
@@ -95,9 +96,10 @@ class NonStationarySolver(SolverModule):
         m = self.nfe
         times, weights = (torch.as_tensor(v, dtype=torch.float64).cpu() for v in (times, weights))
         if times.shape != (m,) or weights.shape != (m, m + 1):
-            raise ValueError(f"need times ({m},) and weights ({m}, {m + 1}), got {tuple(times.shape)} and {tuple(weights.shape)}")
-        if bool((weights * (1 - self.mask.cpu())).ne(0).any()):
-            raise ValueError("weights of z_{k+1} may only involve x_0 and v_0 .. v_k (lower triangle plus one)")
+            raise FlowsolveValueError(f"need times ({m},) and weights ({m}, {m + 1}), got {tuple(times.shape)} and {tuple(weights.shape)}")
+        mask = self.get_buffer("mask").cpu()
+        if bool((weights * (1 - mask)).ne(0).any()):
+            raise FlowsolveValueError("weights of z_{k+1} may only involve x_0 and v_0 .. v_k (lower triangle plus one)")
         scale = weights.abs().amax(0)
         scale = torch.where(scale > 0, scale, torch.ones_like(scale))
         scale[0] = 1.0  # x_0's weights stay as they are
@@ -110,7 +112,7 @@ class NonStationarySolver(SolverModule):
         """Start from ``init``: any method :func:`trace` accepts, or a solver of this family at this NFE."""
         if isinstance(init, NonStationarySolver):
             if init.nfe != self.nfe:
-                raise ValueError(f"cannot start an NFE {self.nfe} non-stationary solver from one with NFE {init.nfe}")
+                raise FlowsolveValueError(f"cannot start an NFE {self.nfe} non-stationary solver from one with NFE {init.nfe}")
             self.load_state_dict(init.state_dict())
             return
         self.set_coefficients(*trace(init, self.nfe, model))
@@ -156,17 +158,19 @@ class _RecordingField:
     scheduler-based methods (DDIM, DPM-Solver++) pick the same grid as on the model."""
 
     def __init__(self, size: int, model=None):
-        self.size, self.times, self.states = size, [], []
+        self.size = size
+        self.times: list[float] = []
+        self.states: list[torch.Tensor] = []
         for name in ("scheduler", "time_range"):
             if hasattr(model, name):
                 setattr(self, name, getattr(model, name))
 
     def __call__(self, t, z):
         if z.shape != (1, self.size) or torch.as_tensor(t).numel() != 1:
-            raise ValueError("trace: the method must call the field on the single traced state with a scalar time")
+            raise FlowsolveValueError("trace: the method must call the field on the single traced state with a scalar time")
         k = len(self.times)
         if k + 1 >= self.size:
-            raise ValueError(f"trace: the method evaluates the field more than {self.size - 1} times")
+            raise FlowsolveValueError(f"trace: the method evaluates the field more than {self.size - 1} times")
         self.times.append(float(t))
         self.states.append(z[0].clone())
         return torch.nn.functional.one_hot(torch.tensor([k + 1]), self.size).to(z)
@@ -191,13 +195,13 @@ def _as_method(init, nfe: int, model) -> Callable:
         return lambda u, x0: init.sample(u, x0, nfe)
     if isinstance(init, ParametricSolver):
         if init.nfe != nfe:
-            raise ValueError(f"cannot trace a solver with NFE {init.nfe} into NFE {nfe}")
+            raise FlowsolveValueError(f"cannot trace a solver with NFE {init.nfe} into NFE {nfe}")
         return lambda u, x0: init.sample(u, x0)
     if hasattr(init, "sample"):
         if getattr(init, "needs_scheduler", False) and model is None:
-            raise ValueError(f"tracing {init.name} needs the model (its scheduler sets the grid): pass model=")
+            raise FlowsolveValueError(f"tracing {init.name} needs the model (its scheduler sets the grid): pass model=")
         return lambda u, x0: init.sample(u, x0, nfe)[0]
-    raise TypeError(
+    raise FlowsolveTypeError(
         f"cannot start a non-stationary solver from {type(init).__name__}; give a BaseSolver, a ParametricSolver, "
         "a baseline (e.g. flowsolve.baselines.DPMSolverPP2M()) or a base-solver / baseline name"
     )
@@ -219,16 +223,16 @@ def trace(init, nfe: int, model=None) -> tuple[torch.Tensor, torch.Tensor]:
     x0 = torch.nn.functional.one_hot(torch.tensor([0]), nfe + 1).to(torch.float64)
     output = method(field, x0)
     if len(field.times) != nfe:
-        raise ValueError(f"trace: the method spent {len(field.times)} evaluations, not nfe={nfe}")
+        raise FlowsolveValueError(f"trace: the method spent {len(field.times)} evaluations, not nfe={nfe}")
     if not torch.equal(field.states[0], x0[0]):
-        raise ValueError(
+        raise FlowsolveValueError(
             f"trace: the method first evaluates the field at {field.states[0].tolist()} x (x_0, v_0, ...), not at the "
             "noise x_0 itself (e.g. EDM's Heun starts from sigma_max * x_0); a non-stationary solver starts at x_0"
         )
     states = field.states[1:] + [output[0]]
     times, weights = torch.tensor(field.times, dtype=torch.float64), torch.stack(states).to(torch.float64)
     if not bool(torch.isfinite(weights).all()):
-        raise ValueError(
+        raise FlowsolveValueError(
             f"trace: the method's coefficients are not finite (its evaluation times: "
             f"{[round(t, 6) for t in field.times]}); a repeated time or a step of zero length on the model's "
             "grid does that: check that the model's scheduler and time_range describe its real noise range"

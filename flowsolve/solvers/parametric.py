@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
-from typing import NamedTuple
+from typing import NamedTuple, cast
 
 import torch
 import torch.utils.checkpoint
 from torch import nn
 
+from flowsolve.core.errors import FlowsolveTypeError, FlowsolveValueError
 from flowsolve.core.field import VelocityField, call_field
 from flowsolve.core.lipschitz import amplification, check_L_tau, field_lipschitz
 from flowsolve.core.rk_step import rk_step
@@ -58,7 +59,9 @@ class ParametricSolver(SolverModule):
     def __init__(self, transform: Transform, base: BaseMethod, n_steps: int):
         super().__init__()
         self.transform = transform
-        self.base = base
+        # The steps here are Runge--Kutta steps; MultistepSolver shares this constructor and
+        # redeclares base as its Adams--Bashforth method.
+        self.base = cast(BaseSolver, base)
         self.grid = base.node_grid(n_steps)
         self.params = nn.ParameterDict(
             {k: nn.Parameter(v) for k, v in transform.init_parameters(self.grid).items()}
@@ -126,7 +129,7 @@ class ParametricSolver(SolverModule):
         linearly in ``r`` onto this grid (e.g. start NFE 8 from a fitted NFE 10).
         """
         if other.transform != self.transform or other.base != self.base:
-            raise ValueError(
+            raise FlowsolveValueError(
                 f"cannot start {self.extra_repr()} from {other.extra_repr()}: transform and base must match"
             )
         if other.n_steps == self.n_steps:
@@ -153,7 +156,7 @@ class ParametricSolver(SolverModule):
             self.initialise_from(init)
             return
         if not isinstance(init, str):
-            raise TypeError(
+            raise FlowsolveTypeError(
                 f"init must be a schedule name or a fitted ParametricSolver (e.g. flowsolve.load(path)), got {type(init).__name__}"
             )
         # Kept for callers of solver.initialise("log-snr", model): the schedules belong to the paths
@@ -245,9 +248,9 @@ class ParametricSolver(SolverModule):
         _check_state(x)
         index = torch.as_tensor(i, dtype=torch.long)
         if index.dim() > 1 or (index.dim() == 1 and index.shape[0] != x.shape[0]):
-            raise ValueError(f"i must be an int or a (batch,) tensor matching x's batch {x.shape[0]}, got shape {tuple(index.shape)}")
+            raise FlowsolveValueError(f"i must be an int or a (batch,) tensor matching x's batch {x.shape[0]}, got shape {tuple(index.shape)}")
         if bool(((index < 0) | (index >= self.n_steps)).any()):
-            raise ValueError(f"step index must lie in [0, {self.n_steps}), got {index.tolist()}")
+            raise FlowsolveValueError(f"step index must lie in [0, {self.n_steps}), got {index.tolist()}")
         return index
 
     # -- Lipschitz constants (appendix D) ------------------------------------------------------
@@ -266,11 +269,11 @@ class ParametricSolver(SolverModule):
         h = self.step_size
         stage_constants: list[torch.Tensor] = []
         for k in range(self.base.stages):
-            growth = 1.0
+            growth: float | torch.Tensor = 1.0
             for weight, previous in zip(a[k][:k], stage_constants):
                 growth = growth + h * abs(weight) * previous
             stage_constants.append(node_bounds[self.grid.stage_index[:, k]] * growth)
-        total = 1.0
+        total: float | torch.Tensor = 1.0
         for weight, constant in zip(b, stage_constants):
             total = total + h * abs(weight) * constant
         starts = self.grid.start_index

@@ -12,6 +12,7 @@ from typing import ClassVar, NamedTuple
 
 import torch
 
+from flowsolve.core.errors import FlowsolveValueError
 from flowsolve.core.grid import NodeGrid
 from flowsolve.core.solver_file import part_spec
 
@@ -153,13 +154,13 @@ class _LearnedScaleTime(Transform):
         t, dt, s, ds = (torch.as_tensor(v, dtype=torch.float64) for v in values)
         r, evals = grid.r, grid.eval_index
         if t[0] != 0 or t[-1] != 1 or not bool((t.diff() > 0).all()) or not bool((dt[evals] > 0).all()):
-            raise ValueError("node values need t increasing from exactly 0 to exactly 1 and dt > 0")
+            raise FlowsolveValueError("node values need t increasing from exactly 0 to exactly 1 and dt > 0")
         if s[0] != 1 or not bool((s > 0).all()):
-            raise ValueError("node values need s_0 = 1 and s > 0")
+            raise FlowsolveValueError("node values need s_0 = 1 and s > 0")
         if not self.learns_time and not (torch.equal(t, r) and bool((dt[evals] == 1).all())):
-            raise ValueError(f"{type(self).__name__} fixes t_r = r and dt = 1; these node values re-time the path")
+            raise FlowsolveValueError(f"{type(self).__name__} fixes t_r = r and dt = 1; these node values re-time the path")
         if not self.learns_scale and not (bool((s == 1).all()) and bool((ds[evals] == 0).all())):
-            raise ValueError(f"{type(self).__name__} fixes s = 1 and ds = 0; these node values re-scale the path")
+            raise FlowsolveValueError(f"{type(self).__name__} fixes s = 1 and ds = 0; these node values re-scale the path")
         params = {}
         if self.learns_time:
             params["time_increments"] = t.diff()

@@ -132,7 +132,7 @@ def image_grid(batches: list[tuple[str, torch.Tensor]], path, columns: int = 8) 
         flat = samples.detach().cpu().float().reshape(samples.shape[0], -1)[: columns * columns]
         side = int(math.isqrt(flat.shape[1]))
         if side * side != flat.shape[1]:
-            raise ValueError(f"cannot show samples of {flat.shape[1]} values as square images")
+            raise FlowsolveValueError(f"cannot show samples of {flat.shape[1]} values as square images")
         count = flat.shape[0]
         rows = -(-count // columns)
         canvas = torch.full((rows * (side + 1), columns * (side + 1)), float("nan"))

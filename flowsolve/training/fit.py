@@ -12,6 +12,11 @@ from pathlib import Path
 import torch
 
 from flowsolve._version import __version__
+from flowsolve.core.errors import (
+    FitDivergedError,
+    FlowsolveTypeError,
+    FlowsolveValueError,
+)
 from flowsolve.core.field import NonFiniteVelocityError
 from flowsolve.core.solver_file import atomic_torch_save
 from flowsolve.solvers.module import SolverModule
@@ -49,7 +54,7 @@ def evaluate(solver, u, reference, *, batch_size: int = 1024) -> dict:
     from flowsolve.training.ground_truth import solve_reference
 
     if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
-        raise ValueError(f"batch_size must be a positive int (samples per solver call), got {batch_size!r}")
+        raise FlowsolveValueError(f"batch_size must be a positive int (samples per solver call), got {batch_size!r}")
     if isinstance(reference, TrajectoryStore):
         reference = reference.load(256)
     if isinstance(reference, GroundTruth):
@@ -102,15 +107,15 @@ def fit(
     for name, value in (("iterations", iterations), ("batch_size", batch_size), ("train_trajectories", train_trajectories),
                         ("val_trajectories", val_trajectories), ("validate_every", validate_every)):
         if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-            raise ValueError(f"{name} must be a positive int, got {value!r}")
+            raise FlowsolveValueError(f"{name} must be a positive int, got {value!r}")
     for name, value in (("seed", seed), ("noise_seed", noise_seed)):
         if isinstance(value, bool) or not isinstance(value, int):
-            raise ValueError(f"{name} must be an int, got {value!r}")
+            raise FlowsolveValueError(f"{name} must be an int, got {value!r}")
     if isinstance(lr, bool) or not isinstance(lr, numbers.Real) or not (math.isfinite(lr) and lr > 0):
-        raise ValueError(f"lr must be a positive finite number (Adam's step size, e.g. 2e-3), got {lr!r}")
+        raise FlowsolveValueError(f"lr must be a positive finite number (Adam's step size, e.g. 2e-3), got {lr!r}")
     if L_tau is not None and (isinstance(L_tau, bool) or not isinstance(L_tau, numbers.Real)
                               or not (math.isfinite(L_tau) and L_tau >= 0)):
-        raise ValueError(
+        raise FlowsolveValueError(
             f"L_tau must be a finite non-negative number (the assumed Lipschitz constant of the model, e.g. 1.0), "
             f"got {L_tau!r}"
         )
@@ -121,7 +126,7 @@ def fit(
     dtype = dtype or _model_dtype(model)
     context = distributed.setup(device)
     if batch_size % context.world:
-        raise ValueError(f"batch_size={batch_size} must be a multiple of the number of processes ({context.world})")
+        raise FlowsolveValueError(f"batch_size={batch_size} must be a multiple of the number of processes ({context.world})")
     if not context.is_main:
         progress = False
     solver.to(device)
@@ -214,7 +219,7 @@ def _train(solver, model, loss, optimizer, generator, training, state, validate,
             context.average_gradients(solver.parameters())
             value = context.sum(torch.as_tensor(value, dtype=torch.float64).reshape(1))[0] / context.world
             if not torch.isfinite(value):
-                raise FloatingPointError(
+                raise FitDivergedError(
                     f"fit stopped at iteration {state['iteration']}: the loss is {float(value)}; "
                     "lower lr or check the model"
                 )
@@ -237,7 +242,7 @@ def _check_gradients(solver, iteration: int, loss: float) -> None:
     """A finite loss with a non-finite gradient: stop before Adam spreads NaN into every parameter."""
     bad = [name for name, p in solver.params.items() if p.grad is not None and not bool(torch.isfinite(p.grad).all())]
     if bad:
-        raise FloatingPointError(
+        raise FitDivergedError(
             f"fit stopped at iteration {iteration}: the loss is finite ({loss:.6g}) but its gradient with respect to "
             f"the solver parameters {bad} is not; the model's derivative may be undefined at the states the solver "
             "visits (e.g. a sqrt, norm or division at 0), or the solver's parameters are extreme: lower lr"
@@ -251,7 +256,7 @@ def _check_parameters(solver, iteration: int, lr: float) -> None:
     if not bad:
         bad = solver.out_of_range()
     if bad:
-        raise FloatingPointError(
+        raise FitDivergedError(
             f"fit stopped at iteration {iteration}: the Adam step (lr={lr:g}) drove the solver out of range "
             f"({'; '.join(bad)}); the model is not at fault: lower lr (e.g. lr={lr / 10:g})"
         )
@@ -262,15 +267,15 @@ def _resolve_loss(loss, L_tau, solver):
     if loss is None:
         if not solver.has_local_steps:
             if L_tau is not None:
-                raise ValueError(f"L_tau belongs to RMSE-Bound, which {solver.label} solvers cannot use")
+                raise FlowsolveValueError(f"L_tau belongs to RMSE-Bound, which {solver.label} solvers cannot use")
             return RMSE()
         return RMSEBound() if L_tau is None else RMSEBound(L_tau=L_tau)
     if not isinstance(loss, Loss):
-        raise TypeError(f"loss must be a flowsolve Loss instance such as RMSEBound(), got {type(loss).__name__}")
+        raise FlowsolveTypeError(f"loss must be a flowsolve Loss instance such as RMSEBound(), got {type(loss).__name__}")
     if L_tau is not None:
-        raise ValueError("pass L_tau either to fit (for the default RMSEBound) or to the loss, not both")
+        raise FlowsolveValueError("pass L_tau either to fit (for the default RMSEBound) or to the loss, not both")
     if loss.needs_local_steps and not solver.has_local_steps:
-        raise ValueError(
+        raise FlowsolveValueError(
             f"the {loss.name} loss weighs per-step local errors, but a {solver.label} solver has no per-step map; "
             "use flowsolve.RMSE() or flowsolve.PSNRLoss() (final-sample losses through the whole rollout)"
         )
@@ -325,15 +330,15 @@ def _read_checkpoint(path) -> dict:
     try:
         saved = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as error:
-        raise ValueError(f"fit checkpoint {path} is unreadable ({error}); delete it to start over") from error
+        raise FlowsolveValueError(f"fit checkpoint {path} is unreadable ({error}); delete it to start over") from error
     if not isinstance(saved, dict) or saved.get("format") != CHECKPOINT_FORMAT:
-        raise ValueError(f"{path} is not a flowsolve fit checkpoint")
+        raise FlowsolveValueError(f"{path} is not a flowsolve fit checkpoint")
     return saved
 
 
 def _resume(saved, path, settings, solver, optimizer, generator, state) -> None:
     if saved["settings_hash"] != _settings_hash(settings):
-        raise ValueError(
+        raise FlowsolveValueError(
             f"fit checkpoint {path} was written for other settings; pass another checkpoint path or delete it. "
             f"Stored: {saved['settings']}"
         )

@@ -12,6 +12,7 @@ import numbers
 import torch
 import torchdiffeq
 
+from flowsolve.core.errors import FlowsolveValueError
 from flowsolve.core.field import VelocityField, call_field
 
 # Defaults suited to float32 networks (a tighter tolerance only buys float32 round-off).
@@ -30,15 +31,15 @@ def check_tolerances(rtol, atol, max_step=None) -> None:
     """
     for name, value in (("rtol", rtol), ("atol", atol)):
         if isinstance(value, bool) or not isinstance(value, numbers.Real) or not (math.isfinite(value) and float(value) >= 0):
-            raise ValueError(f"{name} must be a finite number >= 0 (a dopri5 tolerance, e.g. 1e-5), got {value!r}")
+            raise FlowsolveValueError(f"{name} must be a finite number >= 0 (a dopri5 tolerance, e.g. 1e-5), got {value!r}")
     if rtol == 0 and atol == 0:
-        raise ValueError(
+        raise FlowsolveValueError(
             "rtol and atol are both 0: dopri5 could never accept a step; give at least one a positive value, "
             f"e.g. rtol=atol={DEFAULT_RTOL:g}"
         )
     if max_step is not None and (isinstance(max_step, bool) or not isinstance(max_step, numbers.Real)
                                  or not float(max_step) > 0):
-        raise ValueError(
+        raise FlowsolveValueError(
             f"max_step must be None (no cap) or a positive number (the largest dopri5 step, e.g. {DEFAULT_MAX_STEP}), "
             f"got {max_step!r}"
         )
@@ -198,7 +199,7 @@ class GroundTruth:
             index = torch.arange(len(self), device=self.times.device)
         fixed = t.detach().to(self.times.dtype)
         if bool(((fixed < 0) | (fixed > 1)).any()):
-            raise ValueError("ground truth can only be read at t in [0, 1]")
+            raise FlowsolveValueError("ground truth can only be read at t in [0, 1]")
         times = self.times[index]
         right = torch.searchsorted(times.contiguous(), fixed[:, None].contiguous()).squeeze(1).clamp(1, times.shape[1] - 1)
         left = right - 1

@@ -8,11 +8,12 @@ from __future__ import annotations
 import abc
 import math
 import re
-from typing import ClassVar
+from typing import ClassVar, cast
 
 import attrs
 import torch
 
+from flowsolve.core.errors import FlowsolveValueError
 from flowsolve.core.field import VelocityField
 from flowsolve.core.lipschitz import amplification  # noqa: F401  (re-exported: its former home)
 from flowsolve.core.solver_file import part_spec
@@ -54,7 +55,10 @@ class Loss(abc.ABC):
         return value.detach()
 
     def to_dict(self) -> dict:
-        return {"name": self.name, **attrs.asdict(self)} if attrs.has(type(self)) else {"name": self.name}
+        if not attrs.has(type(self)):
+            return {"name": self.name}
+        # attrs.has narrows the class, not the instance: say so for asdict.
+        return {"name": self.name, **attrs.asdict(cast(attrs.AttrsInstance, self))}
 
     def to_spec(self) -> dict:
         """``{kind, name, options}``: how the loss is recorded and rebuilt through the registry."""
@@ -74,7 +78,7 @@ def _kebab_case(class_name: str) -> str:
 
 def _check_L_tau(instance, attribute, value):
     if isinstance(value, bool) or not isinstance(value, (int, float)) or not (math.isfinite(value) and value >= 0):
-        raise ValueError(
+        raise FlowsolveValueError(
             f"L_tau must be a finite non-negative number (the assumed Lipschitz constant of u, e.g. 1.0), got {value!r}"
         )
 
@@ -137,7 +141,7 @@ def local_errors(solver, u: VelocityField, gt: GroundTruth, steps: torch.Tensor 
 
 def _check_chunk(instance, attribute, value):
     if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 1):
-        raise ValueError(f"{attribute.name} must be None or a positive int (steps per batch), got {value!r}")
+        raise FlowsolveValueError(f"{attribute.name} must be None or a positive int (steps per batch), got {value!r}")
 
 
 class _WeightedLocalErrors(Loss):

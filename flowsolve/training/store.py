@@ -159,12 +159,12 @@ class TrajectoryStore:
         if sample_shape is None:
             sample_shape = getattr(model, "sample_shape", None)
             if sample_shape is None:
-                raise ValueError(
+                raise FlowsolveValueError(
                     "the model does not say what shape its samples have; pass sample_shape=(C, H, W) "
                     "(or set model.sample_shape)"
                 )
         if shard_size < 1:
-            raise ValueError(f"shard_size must be >= 1, got {shard_size}")
+            raise FlowsolveValueError(f"shard_size must be >= 1, got {shard_size}")
         self.model, self.device, self.dtype = model, torch.device(device), dtype
         self.sample_shape = tuple(int(d) for d in sample_shape)
         self.key: dict[str, Any] = {

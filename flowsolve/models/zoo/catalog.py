@@ -8,6 +8,7 @@ from typing import Callable
 import attrs
 import torch
 
+from flowsolve.core.errors import FlowsolveFileNotFoundError, FlowsolveValueError
 from flowsolve.models.adapters import adapt
 from flowsolve.models.zoo.networks import DigitsMLP
 
@@ -48,13 +49,13 @@ MODEL_NAMES: tuple[str, ...] = tuple(ZOO)
 def spec(name: str) -> ZooModel:
     """The :class:`ZooModel` called ``name``; ``ValueError`` listing the valid names otherwise."""
     if name not in ZOO:
-        raise ValueError(f"unknown zoo model {name!r}; choose one of {list(MODEL_NAMES)}")
+        raise FlowsolveValueError(f"unknown zoo model {name!r}; choose one of {list(MODEL_NAMES)}")
     return ZOO[name]
 
 
 def weights_path(name: str):
     """The packaged weight file of model ``name`` (an ``importlib.resources`` traversable)."""
-    return resources.files(__package__).joinpath("weights", f"{spec(name).name}.pt")
+    return resources.files(__package__).joinpath("weights").joinpath(f"{spec(name).name}.pt")
 
 
 def new_network(name: str) -> DigitsMLP:
@@ -70,7 +71,7 @@ def network(name: str) -> DigitsMLP:
     """
     path = weights_path(name)
     if not path.is_file():
-        raise FileNotFoundError(
+        raise FlowsolveFileNotFoundError(
             f"the weights of zoo model {name!r} are missing ({path}); "
             f"recreate them with: python scripts/train_digits.py --model {name}"
         )

@@ -7,6 +7,8 @@ import math
 import torch
 from torch import nn
 
+from flowsolve.core.errors import FlowsolveValueError
+
 PIXELS = 64
 
 
@@ -27,9 +29,9 @@ class SinusoidalTimeEmbedding(nn.Module):
     def __init__(self, dim: int = 64, max_frequency: float = 1000.0):
         super().__init__()
         if dim < 2 or dim % 2:
-            raise ValueError(f"dim must be an even number >= 2, got {dim}")
+            raise FlowsolveValueError(f"dim must be an even number >= 2, got {dim}")
         if not max_frequency > 1:
-            raise ValueError(f"max_frequency must be > 1, got {max_frequency}")
+            raise FlowsolveValueError(f"max_frequency must be > 1, got {max_frequency}")
         self.dim, self.max_frequency = dim, float(max_frequency)
 
     def forward(self, time: torch.Tensor) -> torch.Tensor:
@@ -75,7 +77,7 @@ class DigitsMLP(nn.Module):
     def __init__(self, width: int = 256, depth: int = 3, time_features: int = 64):
         super().__init__()
         if width < 1 or depth < 1:
-            raise ValueError(f"width and depth must be positive, got width={width}, depth={depth}")
+            raise FlowsolveValueError(f"width and depth must be positive, got width={width}, depth={depth}")
         self.width, self.depth = width, depth
         self.time_embedding = SinusoidalTimeEmbedding(time_features)
         self.pixels_in = nn.Linear(PIXELS, width)
@@ -87,12 +89,12 @@ class DigitsMLP(nn.Module):
 
     def forward(self, x: torch.Tensor, time: torch.Tensor) -> torch.Tensor:
         if x.dim() != 2 or x.shape[1] != PIXELS:
-            raise ValueError(f"x must have shape (batch, {PIXELS}), got {tuple(x.shape)}")
+            raise FlowsolveValueError(f"x must have shape (batch, {PIXELS}), got {tuple(x.shape)}")
         dtype = self.pixels_in.weight.dtype
         time = torch.as_tensor(time, dtype=dtype, device=x.device)
         time = time.expand(x.shape[0]) if time.dim() == 0 else time
         if time.shape != x.shape[:1]:
-            raise ValueError(f"time must be 0-dim or shaped ({x.shape[0]},), got {tuple(time.shape)}")
+            raise FlowsolveValueError(f"time must be 0-dim or shaped ({x.shape[0]},), got {tuple(time.shape)}")
         shifts = self.time_in(self.time_embedding(time)).chunk(self.depth + 1, dim=1)
         h = self.pixels_in(x.to(dtype)) + shifts[0]
         for block, shift in zip(self.blocks, shifts[1:]):

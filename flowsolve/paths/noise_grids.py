@@ -7,6 +7,7 @@ import math
 
 import torch
 
+from flowsolve.core.errors import FlowsolveValueError
 from flowsolve.paths.schedulers import Scheduler
 
 GRID_SPACINGS = ("log-snr", "edm", "time-uniform")
@@ -18,7 +19,7 @@ def model_time_range(u) -> tuple[float, float]:
     else ``(0, 1)``."""
     low, high = (float(v) for v in getattr(u, "time_range", (0.0, 1.0)))
     if not 0 <= low < high <= 1:
-        raise ValueError(f"the model's time_range must satisfy 0 <= low < high <= 1, got {(low, high)}")
+        raise FlowsolveValueError(f"the model's time_range must satisfy 0 <= low < high <= 1, got {(low, high)}")
     return low, high
 
 
@@ -34,7 +35,7 @@ def sigma_range(u, scheduler: Scheduler, sigma_max: float = 80.0, sigma_min: flo
     start, end = scheduler.noise_range(*model_time_range(u))
     sigma_max, sigma_min = min(sigma_max, start), max(sigma_min, end)
     if not sigma_max > sigma_min:
-        raise ValueError(
+        raise FlowsolveValueError(
             f"empty noise range: the model spans sigma/alpha from {start:.4g} to {end:.4g}, which leaves "
             f"[{sigma_min:.4g}, {sigma_max:.4g}]; pass a sigma_max above sigma_min (or check the model's "
             "scheduler and time_range)"
@@ -80,7 +81,7 @@ def solver_grid(u, scheduler: Scheduler, steps: int, spacing: str = "log-snr", r
     ``sigma^(1/rho)`` (EDM/Karras) or in the model's time.
     """
     if spacing not in GRID_SPACINGS:
-        raise ValueError(f"unknown grid spacing {spacing!r}; choose one of {GRID_SPACINGS}")
+        raise FlowsolveValueError(f"unknown grid spacing {spacing!r}; choose one of {GRID_SPACINGS}")
     if steps < 2:
         return [0.0, 1.0]
     path_start = scheduler.noise_range()[0]
