@@ -9,7 +9,7 @@ deterministic for a seed, so the defaults reproduce the weights shipped in
 ``flowsolve/zoo/weights`` (bit for bit with the same torch build and CPU). A fixed split
 keeps 297 of the 1797 images out of training to measure sample quality: samples are drawn
 with RK4 at 100 NFE and compared with the training and held-out images by pixel statistics,
-nearest-neighbour distances (per-sample RMS, DESIGN.md §1) and a logistic-regression digit
+nearest-neighbour distances (per-sample RMS over all non-batch dimensions) and a logistic-regression digit
 classifier. Needs scikit-learn (``pip install flowsolve[train]``).
 """
 
@@ -122,7 +122,7 @@ def train(name: str, data: torch.Tensor, steps: int, seed: int) -> tuple[dict, f
 
 
 def nearest_distances(queries: torch.Tensor, references: torch.Tensor) -> torch.Tensor:
-    """Per-query RMS distance (DESIGN.md norm) to its nearest reference."""
+    """Per-query RMS distance (per-sample RMS over all non-batch dimensions) to its nearest reference."""
     squared = torch.cdist(queries.double(), references.double()).square() / queries.shape[1]
     return squared.min(dim=1).values.sqrt()
 

@@ -15,6 +15,7 @@ AB2 takes an Euler first step (``n`` NFE); AB3 takes a Heun first step (its seco
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable
 from fractions import Fraction as F
 
@@ -158,3 +159,8 @@ def adams_bashforth_rollout(method: AdamsBashforth, n_steps: int, slope: Slope, 
         if on_step is not None:
             on_step(i, x)
     return x
+
+
+BASE_SOLVERS: dict[str, Callable[[], BaseMethod]] = {
+    f"ab{order}": functools.partial(AdamsBashforth, order) for order in (2, 3)
+}

@@ -217,3 +217,4 @@ class RK38(BaseSolver):
 BUILTIN_BASE_SOLVERS: dict[str, type[BaseSolver]] = {
     cls.tableau.name: cls for cls in (Euler, Midpoint, Heun, RK3, RK4, RK38)
 }
+BASE_SOLVERS = BUILTIN_BASE_SOLVERS  # this module's entries in flowsolve.methods.builtin_methods()

@@ -17,6 +17,7 @@ import abc
 import torch
 from torch import nn
 
+from flowsolve.core.broadcast import per_sample
 from flowsolve.core.errors import FlowsolveTypeError, FlowsolveValueError
 from flowsolve.core.field import VelocityField
 from flowsolve.paths import schedulers as _schedulers
@@ -26,10 +27,6 @@ from flowsolve.paths.predictions import predictions_from, velocity_from
 def _expand(t: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
     t = torch.as_tensor(t, dtype=x.dtype, device=x.device)
     return t.expand(x.shape[0]) if t.dim() == 0 else t
-
-
-def _column(values: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
-    return values.reshape(-1, *([1] * (x.dim() - 1)))
 
 
 class Adapter(nn.Module, abc.ABC):
@@ -236,13 +233,13 @@ class EDMDenoiser(Adapter):
 
     def network(self, x, t):
         """``D(x_t / t, (1 - t) / t)``: the denoiser's data estimate at flow time ``t``."""
-        return self.model(x / _column(t, x), (1 - t) / t)
+        return self.model(x / per_sample(t, x), (1 - t) / t)
 
     def forward(self, t, x):
         # The x1 conversion on FM-OT (alpha = t, sigma = 1 - t) in EDM's closed form: the general
         # formula rounds differently, and fingerprints hash the output bit for bit.
         t = self.times(t, x)
-        return (self.network(x, t) - x) / (1 - _column(t, x))
+        return (self.network(x, t) - x) / (1 - per_sample(t, x))
 
 
 class ClassifierFreeGuidance(nn.Module):

@@ -21,22 +21,17 @@ from __future__ import annotations
 
 import torch
 
+from flowsolve.core.broadcast import per_sample
 from flowsolve.core.errors import FlowsolveValueError
 from flowsolve.paths.schedulers import Scheduler
 
 PREDICTION_TYPES = ("velocity", "eps", "x1", "v")
 
 
-def _column(values: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
-    """Per-sample ``values`` shaped to broadcast against ``x``, in ``x``'s dtype."""
-    values = values.to(x.dtype)
-    return values if values.dim() == 0 else values.reshape(-1, *([1] * (x.dim() - 1)))
-
-
 def _path(scheduler: Scheduler, t: torch.Tensor, x: torch.Tensor) -> tuple[torch.Tensor, ...]:
     """``alpha, sigma, alpha', sigma'`` at ``t`` in ``t``'s dtype, shaped to broadcast against ``x``."""
     values = (f(t) for f in (scheduler.alpha, scheduler.sigma, scheduler.d_alpha, scheduler.d_sigma))
-    return tuple(v if v.dim() == 0 else v.reshape(-1, *([1] * (x.dim() - 1))) for v in values)
+    return tuple(per_sample(v, x) for v in values)
 
 
 def _check(prediction_type: str) -> None:
@@ -67,7 +62,7 @@ def velocity_from(prediction_type: str, model_output: torch.Tensor, x: torch.Ten
         return model_output
     if prediction_type == "v":
         s = scheduler
-        return _column(s.d_sigma(t) * s.alpha(t) - s.d_alpha(t) * s.sigma(t), x) * model_output
+        return per_sample((s.d_sigma(t) * s.alpha(t) - s.d_alpha(t) * s.sigma(t)).to(x.dtype), x) * model_output
     alpha, sigma, d_alpha, d_sigma = _path(scheduler, t, x)
     if prediction_type == "eps":  # x1 = (x - sigma eps) / alpha
         on_x, on_output = d_alpha / alpha, d_sigma - d_alpha * sigma / alpha
@@ -101,5 +96,5 @@ def predictions_from(prediction_type: str, model_output: torch.Tensor, x: torch.
         a, b, c, d = zero, one, 1 / sigma, -alpha / sigma
     else:  # v = alpha eps - sigma x1 on a variance-preserving path
         a, b, c, d = alpha, -sigma, sigma, alpha
-    a, b, c, d = (_column(value, x) for value in (a, b, c, d))
+    a, b, c, d = (per_sample(value.to(x.dtype), x) for value in (a, b, c, d))
     return a * x + b * model_output, c * x + d * model_output

@@ -5,6 +5,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from flowsolve.core.broadcast import per_sample
 from flowsolve.core.field import VelocityField, call_field
 from flowsolve.paths.schedulers import Scheduler
 
@@ -80,7 +81,8 @@ class Rescheduled(nn.Module):
             # The target's own sigma' is infinite at r = 1 (VP); ubar's terms cancel there but not in floats.
             r = r.clamp(max=1 - 1e-7)
         t, d_time, scale, d_scale = self._pieces(r.double())
-        column = lambda v: v.to(x.dtype).reshape(-1, *([1] * (x.dim() - 1))) if v.dim() else v.to(x.dtype)  # noqa: E731
+        # The pieces are computed in float64; the field and the states work in x's dtype.
+        column = lambda v: per_sample(v.to(x.dtype), x)  # noqa: E731
         velocity = call_field(self.u, t.to(x.dtype), x / column(scale), where="in the rescheduled field")
         return column(d_scale / scale) * x + column(d_time * scale) * velocity
 

@@ -7,12 +7,9 @@ from flowsolve.plugins.hookspecs import hookimpl
 
 @hookimpl
 def flowsolve_base_solvers():
-    from functools import partial
+    from flowsolve.methods import builtin_methods
 
-    from flowsolve.methods.adams import AdamsBashforth
-    from flowsolve.methods.runge_kutta import BUILTIN_BASE_SOLVERS
-
-    return {**BUILTIN_BASE_SOLVERS, "ab2": partial(AdamsBashforth, 2), "ab3": partial(AdamsBashforth, 3)}
+    return builtin_methods()
 
 
 @hookimpl

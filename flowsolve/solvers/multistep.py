@@ -7,8 +7,9 @@ here it steps in ``r``-space on ``ubar`` (eq. 16).
 from __future__ import annotations
 
 import torch
-import torch.utils.checkpoint
 
+from flowsolve.core.broadcast import per_sample
+from flowsolve.core.checkpointing import call_checkpointed
 from flowsolve.core.errors import FlowsolveValueError
 from flowsolve.core.lipschitz import check_L_tau, field_lipschitz
 from flowsolve.methods.adams import (
@@ -17,11 +18,7 @@ from flowsolve.methods.adams import (
     adams_bashforth_rollout,
 )
 from flowsolve.solvers.module import Trajectory
-from flowsolve.solvers.parametric import (
-    ParametricSolver,
-    _per_sample,
-    transformed_velocity,
-)
+from flowsolve.solvers.parametric import ParametricSolver, transformed_velocity
 
 __all__ = ["_ADAMS_BASHFORTH", "AdamsBashforth", "MultistepSolver"]  # AdamsBashforth: its former home
 
@@ -40,10 +37,8 @@ class MultistepSolver(ParametricSolver):
         coefficients = self._coefficients(x0)
 
         def slope(node, y, step):
-            if checkpoint_steps and torch.is_grad_enabled():  # recompute the field's activations in backward
-                return torch.utils.checkpoint.checkpoint(
-                    self._slope, u, coefficients, node, y, step, check_finite, use_reentrant=False)
-            return self._slope(u, coefficients, node, y, step, check_finite)
+            return call_checkpointed(self._slope, u, coefficients, node, y, step, check_finite,
+                                     enabled=checkpoint_steps)
 
         states = [x0]
 
@@ -70,19 +65,19 @@ class MultistepSolver(ParametricSolver):
                              f"points (previous=[x(t_(i-1)), ...]), got {len(previous)}")
         coefficients = self._coefficients(x)
         beta, heun = (v.to(device=x.device, dtype=x.dtype) for v in self.base.step_coefficients(self.n_steps))
-        scale = lambda node: _per_sample(coefficients[node, 4], x)
+        scale = lambda node: per_sample(coefficients[node, 4], x)
         h, label = self.step_size, int(i) if index.dim() == 0 else "per sample"
         xbar = scale(index) * x
         current = self._slope(u, coefficients, index, xbar, label, check_finite)
-        increment = _per_sample(beta[index, 0], x) * current
+        increment = per_sample(beta[index, 0], x) * current
         for j in range(1, needed + 1):
-            weight = _per_sample(torch.where(index >= j, beta[index, j], torch.zeros_like(beta[index, j])), x)
+            weight = per_sample(torch.where(index >= j, beta[index, j], torch.zeros_like(beta[index, j])), x)
             node = (index - j).clamp_min(0)
             increment = increment + weight * self._slope(u, coefficients, node, scale(node) * previous[j - 1],
                                                          label, check_finite)
         if bool((heun[index] != 0).any()):
             predicted = self._slope(u, coefficients, index + 1, xbar + h * current, label, check_finite)
-            increment = increment + _per_sample(heun[index], x) * predicted
+            increment = increment + per_sample(heun[index], x) * predicted
         return (xbar + h * increment) / scale(index + 1)
 
     def step_lipschitz(self, L_tau: float = 1.0) -> torch.Tensor:

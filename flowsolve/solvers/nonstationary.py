@@ -21,9 +21,9 @@ from typing import cast
 
 import attrs
 import torch
-import torch.utils.checkpoint
 from torch import nn
 
+from flowsolve.core.checkpointing import call_checkpointed
 from flowsolve.core.errors import FlowsolveTypeError, FlowsolveValueError
 from flowsolve.core.field import call_field
 from flowsolve.core.solver_file import part_spec
@@ -125,7 +125,7 @@ class NonStationarySolver(SolverModule):
         times = times.clamp(0.0, 1.0)
         basis, states, z = [x0], [x0], x0
         for k in range(self.nfe):
-            velocity = self._evaluate(u, times[k], z, k, check_finite, checkpoint_steps and torch.is_grad_enabled())
+            velocity = self._evaluate(u, times[k], z, k, check_finite, checkpoint_steps)
             basis.append(velocity)
             z = weights[k, 0] * x0
             for j in range(1, k + 2):
@@ -139,9 +139,7 @@ class NonStationarySolver(SolverModule):
     @staticmethod
     def _evaluate(u, t, z, k, check_finite, checkpoint):
         call = lambda t, z: call_field(u, t, z, where=f"in evaluation {k}", check_finite=check_finite)
-        if checkpoint:
-            return torch.utils.checkpoint.checkpoint(call, t, z, use_reentrant=False)
-        return call(t, z)
+        return call_checkpointed(call, t, z, enabled=checkpoint)
 
     def family_spec(self) -> dict:
         # Which base the family started from does not matter to a fitted solver: it is not stored.

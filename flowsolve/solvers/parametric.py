@@ -5,9 +5,10 @@ from __future__ import annotations
 from typing import NamedTuple, cast
 
 import torch
-import torch.utils.checkpoint
 from torch import nn
 
+from flowsolve.core.broadcast import per_sample
+from flowsolve.core.checkpointing import call_checkpointed
 from flowsolve.core.errors import FlowsolveTypeError, FlowsolveValueError
 from flowsolve.core.field import VelocityField, call_field
 from flowsolve.core.lipschitz import amplification, check_L_tau, field_lipschitz
@@ -209,12 +210,8 @@ class ParametricSolver(SolverModule):
         states = [x0]
         for i in range(self.n_steps):
             field = self._stage_field(u, coefficients, stage_index[i], i, check_finite)
-            if checkpoint_steps and torch.is_grad_enabled():
-                xbar = torch.utils.checkpoint.checkpoint(
-                    rk_step, self.base.tableau, field, xbar, self.step_size, use_reentrant=False
-                )
-            else:
-                xbar = rk_step(self.base.tableau, field, xbar, self.step_size)
+            xbar = call_checkpointed(rk_step, self.base.tableau, field, xbar, self.step_size,
+                                     enabled=checkpoint_steps)
             if return_intermediates:
                 states.append(xbar / coefficients[start_index[i + 1], 4])
         x_final = xbar / coefficients[start_index[-1], 4]
@@ -237,8 +234,8 @@ class ParametricSolver(SolverModule):
         index = index.to(x.device)
         stage_index, start_index = self.grid.stage_index.to(x.device), self.grid.start_index.to(x.device)
         stage_nodes = [stage_index[index, k] for k in range(self.base.stages)]
-        start = _per_sample(coefficients[start_index[index], 4], x)
-        end = _per_sample(coefficients[start_index[index + 1], 4], x)
+        start = per_sample(coefficients[start_index[index], 4], x)
+        end = per_sample(coefficients[start_index[index + 1], 4], x)
         label = int(i) if index.dim() == 0 else index
         field = self._stage_field(u, coefficients, stage_nodes, label, check_finite)
         return rk_step(self.base.tableau, field, start * x, self.step_size) / end
@@ -308,16 +305,9 @@ def _interpolate(r: torch.Tensor, knots: torch.Tensor, values: torch.Tensor) -> 
     return values[left] + weight * (values[right] - values[left])
 
 
-def _per_sample(values: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
-    """Reshape 0-dim or ``(batch,)`` values to broadcast against ``like``."""
-    if values.dim() == 0:
-        return values
-    return values.reshape(values.shape[0], *([1] * (like.dim() - 1)))
-
-
 def transformed_velocity(u, row: torch.Tensor, y: torch.Tensor, where, check_finite: bool) -> torch.Tensor:
     """``ubar_r(y) = (ds_r / s_r) y + dt_r s_r u(t_r, y / s_r)`` (eq. 16) from a coefficient row
     ``[t, ds/s, dt*s, 1/s, s]`` (0-dim entries, or ``(batch,)`` ones for per-sample nodes)."""
-    drift, gain, inv_scale = (_per_sample(row[..., j], y) for j in (1, 2, 3))
+    drift, gain, inv_scale = (per_sample(row[..., j], y) for j in (1, 2, 3))
     velocity = call_field(u, row[..., 0], y * inv_scale, where=where, check_finite=check_finite)
     return drift * y + gain * velocity

@@ -13,7 +13,7 @@ from flowsolve.baselines import Baseline
 from flowsolve.core.errors import FlowsolveValueError
 from flowsolve.paths.schedulers import Scheduler
 from flowsolve.training.ground_truth import GroundTruth
-from flowsolve.training.metrics import psnr, rmse
+from flowsolve.training.metrics import scores
 
 
 def compare(u, reference: GroundTruth, nfes: list[int], solvers=(), progress=None,
@@ -46,13 +46,11 @@ def compare(u, reference: GroundTruth, nfes: list[int], solvers=(), progress=Non
             for nfe in nfes:
                 x1, used = baseline.sample(u, reference.x0, nfe)
                 if x1 is not None:
-                    rows.append({"method": name, "budget": nfe, "nfe": used, "rmse": rmse(x1, reference.x1),
-                                 "psnr": psnr(x1, reference.x1)})
+                    rows.append({"method": name, "budget": nfe, "nfe": used, **scores(x1, reference.x1)})
         rows += _best_grid_rows(rows, "dpm-solver++(2m)")
         for name, solver in solvers:
             x1 = solver.sample(u, reference.x0)
-            rows.append({"method": name, "budget": solver.nfe, "nfe": solver.nfe, "rmse": rmse(x1, reference.x1),
-                         "psnr": psnr(x1, reference.x1)})
+            rows.append({"method": name, "budget": solver.nfe, "nfe": solver.nfe, **scores(x1, reference.x1)})
     return rows
 
 

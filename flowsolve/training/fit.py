@@ -27,9 +27,10 @@ from flowsolve.training.ground_truth import (
     DEFAULT_RTOL,
     GroundTruth,
     check_tolerances,
+    solve_reference,
 )
 from flowsolve.training.losses import RMSE, Loss, RMSEBound
-from flowsolve.training.metrics import psnr, rmse
+from flowsolve.training.metrics import error_sums, scores, scores_from_sums
 from flowsolve.training.progress import Progress
 from flowsolve.training.store import TrajectoryStore
 
@@ -51,8 +52,6 @@ def evaluate(solver, u, reference, *, batch_size: int = 1024) -> dict:
     Returns:
         ``{"rmse", "psnr", "nfe"}``; RMSE is the mean per-sample RMS error, PSNR uses range 2.
     """
-    from flowsolve.training.ground_truth import solve_reference
-
     if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
         raise FlowsolveValueError(f"batch_size must be a positive int (samples per solver call), got {batch_size!r}")
     if isinstance(reference, TrajectoryStore):
@@ -69,7 +68,7 @@ def evaluate(solver, u, reference, *, batch_size: int = 1024) -> dict:
         run = lambda x: solver.sample(u, x)
     with torch.no_grad():
         outputs = torch.cat([run(x0[i : i + batch_size]) for i in range(0, x0.shape[0], batch_size)])
-    return {"rmse": rmse(outputs, x1), "psnr": psnr(outputs, x1), "nfe": nfe}
+    return {**scores(outputs, x1), "nfe": nfe}
 
 
 def _settings_hash(settings: dict) -> str:
@@ -191,17 +190,10 @@ def fit(
 
 def _validation_metrics(solver, model, validation, context) -> dict:
     """Validation RMSE / PSNR; under torch.distributed each rank takes a slice and the sums are shared."""
-    from flowsolve.training.metrics import per_sample_rms, psnr_from_mse
-
     part = validation.subset(torch.arange(context.rank, len(validation), context.world))
     with torch.no_grad():
-        difference = solver.sample(model, part.x0) - part.x1
-    sums = torch.stack([
-        per_sample_rms(difference).double().sum(), difference.double().square().sum(),
-        torch.tensor(float(difference.numel()), dtype=torch.float64, device=difference.device),
-    ])
-    rms_sum, squared_sum, entries = context.sum(sums).tolist()
-    return {"rmse": rms_sum / len(validation), "psnr": psnr_from_mse(squared_sum / entries)}
+        sums = error_sums(solver.sample(model, part.x0), part.x1)
+    return scores_from_sums(context.sum(sums), len(validation))
 
 
 def _train(solver, model, loss, optimizer, generator, training, state, validate, settings, checkpoint, context, *,

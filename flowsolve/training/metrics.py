@@ -32,3 +32,28 @@ def psnr_from_mse(mse: float, data_range: float = 2.0) -> float:
 def psnr(x: torch.Tensor, reference: torch.Tensor, data_range: float = 2.0) -> float:
     """PSNR with the MSE over all entries."""
     return psnr_from_mse(float((x - reference).square().mean()), data_range)
+
+
+def scores(x1: torch.Tensor, reference_x1: torch.Tensor) -> dict[str, float]:
+    """``{"rmse", "psnr"}`` of solver outputs ``x1`` against the ground truth ``reference_x1``:
+    the mean per-sample RMS error and the PSNR (range 2) of the MSE over all entries."""
+    return {"rmse": rmse(x1, reference_x1), "psnr": psnr(x1, reference_x1)}
+
+
+def error_sums(x1: torch.Tensor, reference_x1: torch.Tensor) -> torch.Tensor:
+    """The sums behind :func:`scores_from_sums`, float64 ``(3,)``: per-sample RMS errors, squared
+    errors, and entries. Sums (not means) add up across the slices of a sharded batch."""
+    difference = x1 - reference_x1
+    return torch.stack([
+        per_sample_rms(difference).double().sum(), difference.double().square().sum(),
+        torch.tensor(float(difference.numel()), dtype=torch.float64, device=difference.device),
+    ])
+
+
+def scores_from_sums(sums: torch.Tensor, samples: int) -> dict[str, float]:
+    """``{"rmse", "psnr"}`` from :func:`error_sums` added over the ``samples`` samples they cover.
+
+    Accumulated in float64, so the values can differ from :func:`scores` in the last bits.
+    """
+    rms_sum, squared_sum, entries = sums.tolist()
+    return {"rmse": rms_sum / samples, "psnr": psnr_from_mse(squared_sum / entries)}
