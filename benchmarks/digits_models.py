@@ -17,7 +17,7 @@ import torch
 import flowsolve
 from flowsolve.plugins.registry import lookup, model
 from flowsolve.training.evaluation import compare, table
-from flowsolve.training.store import TrajectoryStore
+from flowsolve.training.store import GroundTruthStore
 
 
 def main() -> None:
@@ -32,8 +32,8 @@ def main() -> None:
     for name in args.models.split(","):
         u = model(name)
         with tempfile.TemporaryDirectory() as directory:
-            train = TrajectoryStore(f"{directory}/train", u)
-            test = TrajectoryStore(f"{directory}/test", u, seed=1).load(1024, progress=False)
+            train = GroundTruthStore(f"{directory}/train", u)
+            test = GroundTruthStore(f"{directory}/test", u, seed=1).load(1024, progress=False)
             solvers = []
             for nfe in nfes:
                 started = time.perf_counter()

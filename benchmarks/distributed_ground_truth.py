@@ -22,7 +22,7 @@ def worker(paths: int, directory: str) -> None:
 
     import flowsolve
     from flowsolve.training import distributed
-    from flowsolve.training.store import TrajectoryStore
+    from flowsolve.training.store import GroundTruthStore
 
     torch.set_num_threads(1)
     context = distributed.setup()
@@ -45,7 +45,7 @@ def worker(paths: int, directory: str) -> None:
             time_column = torch.as_tensor(t, dtype=x.dtype).expand(x.shape[0]).reshape(-1, 1)
             return flow(t, x) + 1e-3 * torch.tanh(self.mlp(torch.cat([x, time_column], 1)))
 
-    store = TrajectoryStore(directory, Model(), shard_size=128)
+    store = GroundTruthStore(directory, Model(), shard_size=128)
     started = time.perf_counter()
     store.ensure(paths, progress=False)
     seconds = time.perf_counter() - started

@@ -18,7 +18,7 @@ import torch
 
 import flowsolve
 from flowsolve import LTE, RMSE, RMSEBound
-from flowsolve.training.store import TrajectoryStore
+from flowsolve.training.store import GroundTruthStore
 
 LOSSES = {"rmse": RMSE, "rmse-bound": RMSEBound, "lte": LTE}
 
@@ -47,7 +47,7 @@ def main_table(flow, store, validation, args):
     print(f"\n## Accuracy vs NFE (RMSE / PSNR dB against dopri5 on {len(validation)} test paths, noise never seen in fitting)")
     print(f"bespoke = ScaleTime x Midpoint fitted with {args.loss}, {args.iterations} Adam steps, "
           f"batch {args.batch_size}, lr {args.lr}\n")
-    header = f"| NFE | Euler | Midpoint | RK4 | Bespoke | Bespoke/Midpoint | Midpoint@2xNFE | fit s |"
+    header = "| NFE | Euler | Midpoint | RK4 | Bespoke | Bespoke/Midpoint | Midpoint@2xNFE | fit s |"
     print(header + "\n|" + "---|" * 8)
     family = flowsolve.compose(flowsolve.ScaleTime(), flowsolve.Midpoint())
     for nfe in args.nfe:
@@ -145,12 +145,12 @@ def main():
     flow = flowsolve.GaussianMixtureFlow.random(dim=64, components=10, seed=0)
     with tempfile.TemporaryDirectory() as directory:
         started = time.perf_counter()
-        store = TrajectoryStore(directory, flow)
+        store = GroundTruthStore(directory, flow)
         store.load(args.train + args.val, progress=False)
         print(f"ground truth: {args.train + args.val} dopri5 paths in {time.perf_counter() - started:.1f}s "
               f"(rtol=atol=1e-5, knots <= 0.05 apart)")
         # The test set has its own noise seed: neither trained on nor used to pick the best iteration.
-        validation = TrajectoryStore(f"{directory}/test", flow, seed=1).load(args.test, progress=False)
+        validation = GroundTruthStore(f"{directory}/test", flow, seed=1).load(args.test, progress=False)
         sections = args.sections.split(",")
         if "main" in sections:
             cold_start(flow, args)

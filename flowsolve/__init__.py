@@ -5,6 +5,7 @@ plugin of the conformance suite, loaded in every pytest run) does not pay for to
 """
 
 import importlib
+import warnings
 
 from flowsolve import _moved_modules
 from flowsolve._version import __version__
@@ -52,12 +53,12 @@ _EXPORTS = {
     "Rescheduled": ".paths.rescheduling",
     "ScaleOnly": ".solvers.transforms",
     "ScaleTime": ".solvers.transforms",
-    "SolverFamily": ".solvers.family",
+    "ParametricFamily": ".solvers.family",
     "SolverFileError": ".persistence",
     "StoreMismatchError": ".training.store",
     "TimeOnly": ".solvers.transforms",
     "Trajectory": ".solvers.module",
-    "TrajectoryStore": ".training.store",
+    "GroundTruthStore": ".training.store",
     "Transform": ".solvers.transforms",
     "adapt": ".models.adapters",
     "batched_time": ".core.field",
@@ -77,7 +78,15 @@ _MODULE_EXPORTS = {"adapters", "baselines", "distributed", "losses", "nonstation
 __all__ = ["__version__", *sorted(_EXPORTS)]
 
 
+# Names renamed in this release -> their new names; kept, with a DeprecationWarning, for one release.
+_RENAMED = {"SolverFamily": "ParametricFamily", "TrajectoryStore": "GroundTruthStore"}
+
+
 def __getattr__(name):
+    if name in _RENAMED:
+        warnings.warn(f"flowsolve.{name} is now flowsolve.{_RENAMED[name]}; the old name will be removed in the next "
+                      "release", DeprecationWarning, stacklevel=2)
+        return __getattr__(_RENAMED[name])
     if name in _EXPORTS:
         module = importlib.import_module(_EXPORTS[name], __name__)
         value = module if name in _MODULE_EXPORTS else getattr(module, name)

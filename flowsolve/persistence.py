@@ -35,7 +35,7 @@ from flowsolve.plugins.registry import (
     lookup,
     registry,
 )
-from flowsolve.solvers.family import SolverFamily
+from flowsolve.solvers.family import ParametricFamily
 
 __all__ = ["FORMAT_NAME", "FORMAT_VERSION", "SolverFileError", "atomic_torch_save", "load"]
 
@@ -45,7 +45,7 @@ _FILE_KEYS = ("library_version", "metadata")
 _TABLEAU_KEYS = frozenset({"a", "b", "c", "order"})
 # Parts flowsolve rebuilds without a registry entry: the transform x base family (built by
 # compose, not registered), and a Runge--Kutta base fully described by its stored tableau.
-_UNREGISTERED = {("solver family", SolverFamily.name): SolverFamily}
+_UNREGISTERED = {("solver family", ParametricFamily.name): ParametricFamily}
 _KNOWN_AS = {"base solver": "base solvers", "transform": "transforms", "solver family": "solver families",
              "loss": "losses"}
 
@@ -165,7 +165,7 @@ def _upgrade_header(header: dict, path) -> tuple[dict, int | None]:
         raise SolverFileError(f"{path}: the header lacks {missing}; the file is corrupt")
     transform = _old_part("transform", header["transform"], path)
     base = _old_part("base solver", header["base"], path)
-    upgraded["family"] = part_spec("solver family", SolverFamily.name, {"transform": transform, "base": base})
+    upgraded["family"] = part_spec("solver family", ParametricFamily.name, {"transform": transform, "base": base})
     return upgraded, header["n_steps"]
 
 

@@ -8,7 +8,7 @@ import torch
 
 import flowsolve
 from flowsolve.training import distributed
-from flowsolve.training.store import TrajectoryStore
+from flowsolve.training.store import GroundTruthStore
 
 torch.set_num_threads(1)
 
@@ -18,7 +18,7 @@ def run(store_dir, fail_rank=None):
     flow = flowsolve.GaussianMixtureFlow.random(dim=8, components=4, seed=3)
     if fail_rank is not None and distributed.current().rank == fail_rank:
         raise SystemExit(f"rank {fail_rank} dies on purpose")
-    store = TrajectoryStore(store_dir, flow, dtype=torch.float64, shard_size=16)
+    store = GroundTruthStore(store_dir, flow, dtype=torch.float64, shard_size=16)
     family = flowsolve.compose(flowsolve.ScaleTime(), flowsolve.Midpoint())
     return family.fit(flow, nfe=4, iterations=20, batch_size=16, train_trajectories=64, val_trajectories=32,
                       validate_every=10, dtype=torch.float64, store=store, progress=False)

@@ -164,7 +164,7 @@ def test_fit_passes_only_the_options_given(monkeypatch, capsys):
         calls.append(options)
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(flowsolve.SolverFamily, "fit", interrupted_fit)
+    monkeypatch.setattr(flowsolve.ParametricFamily, "fit", interrupted_fit)
     assert main(["fit", "gmm-fm-ot", "--nfe", "4", "--quiet"]) == 130
     assert "interrupted" in capsys.readouterr().err
     assert main(["fit", "gmm-fm-ot", "--nfe", "4", "--iterations", "7", "--lr", "0.01", "--loss", "rmse",

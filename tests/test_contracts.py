@@ -8,7 +8,7 @@ import torch
 import flowsolve
 from flowsolve.methods.adams import AdamsBashforth
 from flowsolve.methods.base import BaseMethod
-from flowsolve.solvers.family import SolverFamily
+from flowsolve.solvers.family import ParametricFamily
 from flowsolve.solvers.family_base import Family
 from flowsolve.solvers.module import SolverModule
 
@@ -54,7 +54,7 @@ def test_families_declare_local_steps_and_conformance_checks():
     family = flowsolve.compose(flowsolve.ScaleTime(), flowsolve.Midpoint())
     assert isinstance(family, Family) and isinstance(flowsolve.NonStationary(), Family)
     assert family.has_local_steps and not flowsolve.NonStationary.has_local_steps
-    assert "parametric" in SolverFamily.conformance_checks
+    assert "parametric" in ParametricFamily.conformance_checks
     assert "start" in flowsolve.NonStationary.conformance_checks
     assert "step-lipschitz" in flowsolve.Midpoint.conformance_checks
     assert "step-lipschitz" not in flowsolve.AdamsBashforth.conformance_checks

@@ -7,7 +7,7 @@ import flowsolve
 from flowsolve.core.field import NonFiniteVelocityError
 from flowsolve.models.gaussian_mixture import GaussianMixtureFlow
 from flowsolve.training.fit import evaluate
-from flowsolve.training.store import StoreMismatchError, TrajectoryStore
+from flowsolve.training.store import GroundTruthStore, StoreMismatchError
 
 SMALL = dict(train_trajectories=64, val_trajectories=32, batch_size=16, progress=False)
 
@@ -27,9 +27,9 @@ def test_fit_beats_the_base_solver_on_held_out_noise(flow, family):
     history = solver.metadata["history"]
     assert history[0]["iteration"] == 0 and history[-1]["iteration"] == 150
     base = history[0]["val_rmse"]  # identity = plain midpoint
-    held_out = TrajectoryStore(None, flow, seed=123, shard_size=64).load(64, progress=False)
+    held_out = GroundTruthStore(None, flow, seed=123, shard_size=64).load(64, progress=False)
     fitted, plain = evaluate(solver, flow, held_out), evaluate((flowsolve.Midpoint(), 6), flow, held_out)
-    assert abs(base - evaluate((flowsolve.Midpoint(), 6), flow, TrajectoryStore(None, flow, shard_size=256).load(32))["rmse"]) < 1e-6
+    assert abs(base - evaluate((flowsolve.Midpoint(), 6), flow, GroundTruthStore(None, flow, shard_size=256).load(32))["rmse"]) < 1e-6
     assert fitted["rmse"] < 0.8 * plain["rmse"]
     assert fitted["nfe"] == plain["nfe"] == 6
 
@@ -40,7 +40,7 @@ def test_same_seed_same_result_and_metadata(flow, family):
     for name in first.params:
         assert torch.equal(first.params[name], second.params[name])
     meta = first.metadata
-    assert meta["model_fingerprint"] == TrajectoryStore(None, flow).key["model"]
+    assert meta["model_fingerprint"] == GroundTruthStore(None, flow).key["model"]
     assert meta["fit"]["loss"] == {"name": "rmse-bound", "L_tau": 1.0, "steps_per_batch": None} and meta["fit"]["seed"] == 5
     assert meta["validation"]["rmse"] == min(r["val_rmse"] for r in meta["history"])
 
@@ -66,7 +66,7 @@ def test_interrupted_fit_resumes_to_the_same_parameters(tmp_path, flow, family):
                 raise KeyboardInterrupt
             return flow(t, x)
 
-    store = TrajectoryStore(tmp_path / "store", flow, shard_size=256)
+    store = GroundTruthStore(tmp_path / "store", flow, shard_size=256)
     store.load(96, progress=False)  # ground truth ready: the interruption hits training
     with pytest.raises(KeyboardInterrupt):
         family.fit(Interrupting(calls=45), store=tmp_path / "store", checkpoint=tmp_path / "fit.ckpt", **options)
@@ -98,7 +98,7 @@ def test_non_finite_model_output_stops_the_fit_naming_step_and_time(flow, family
             return out
 
     model = Poisoned()
-    store = TrajectoryStore(None, model, shard_size=256)
+    store = GroundTruthStore(None, model, shard_size=256)
     store.load(96, progress=False)
     model.poisoned = True
     with pytest.raises(NonFiniteVelocityError, match=r"fit stopped at iteration \d+: .* in step \[?\d+.*, stage \d at t = \[0\.7"):
@@ -213,7 +213,7 @@ def test_named_schedules_start_the_fit_from_their_grid(name):
     assert not torch.allclose(t, r, atol=1e-3)  # a real schedule, not the uniform grid
     # the history starts at the schedule's own solver and fitting keeps the best
     start_rmse = solver.metadata["history"][0]["val_rmse"]
-    held = TrajectoryStore(None, vp_flow).load(32, progress=False)
+    held = GroundTruthStore(None, vp_flow).load(32, progress=False)
     assert start_rmse == pytest.approx(evaluate(start, vp_flow, held)["rmse"], rel=1e-5)
     assert solver.metadata["validation"]["rmse"] <= start_rmse
 

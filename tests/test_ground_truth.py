@@ -10,7 +10,7 @@ from flowsolve.core.fingerprint import PROBE_EVALUATIONS
 from flowsolve.models.gaussian_mixture import GaussianMixtureFlow
 from flowsolve.paths.schedulers import VP
 from flowsolve.training.ground_truth import ground_truth, hermite
-from flowsolve.training.store import StoreMismatchError, TrajectoryStore
+from flowsolve.training.store import GroundTruthStore, StoreMismatchError
 
 
 @pytest.fixture(scope="module")
@@ -90,20 +90,20 @@ def test_store_resumes_after_interruption_and_reuses_shards(tmp_path, flow):
                 raise KeyboardInterrupt
             return flow(t, x)
 
-    store = TrajectoryStore(tmp_path, Flaky(), shard_size=16)
+    store = GroundTruthStore(tmp_path, Flaky(), shard_size=16)
     with pytest.raises(KeyboardInterrupt):
         store.load(64, progress=False)
     done = store.available()
     assert 0 < done < 64  # some shards were written before the interruption
     assert not [f for f in os.listdir(tmp_path) if f.endswith(".tmp")]
     calls.update(n=0, fail_after=10**9)
-    resumed = TrajectoryStore(tmp_path, Flaky(), shard_size=16).load(64, progress=False)
+    resumed = GroundTruthStore(tmp_path, Flaky(), shard_size=16).load(64, progress=False)
     calls_for_rest = calls["n"]
     calls["n"] = 0
-    again = TrajectoryStore(tmp_path, Flaky(), shard_size=16).load(64, progress=False)
+    again = GroundTruthStore(tmp_path, Flaky(), shard_size=16).load(64, progress=False)
     # A complete store costs no evaluations beyond the fingerprint's output probe.
     assert calls["n"] == PROBE_EVALUATIONS and calls_for_rest > PROBE_EVALUATIONS
-    fresh = TrajectoryStore(None, Flaky(), shard_size=16).load(64, progress=False)
+    fresh = GroundTruthStore(None, Flaky(), shard_size=16).load(64, progress=False)
     for name in ("x0", "times", "states", "velocities"):
         assert torch.equal(getattr(resumed, name), getattr(fresh, name)), name
         assert torch.equal(getattr(again, name), getattr(fresh, name)), name
@@ -114,16 +114,16 @@ def test_store_resumes_after_interruption_and_reuses_shards(tmp_path, flow):
     [({"seed": 1}, "seed"), ({"rtol": 1e-6}, "rtol"), ({"dtype": torch.float64}, "dtype"), ({"model": "other"}, "model")],
 )
 def test_store_of_another_setting_is_refused(tmp_path, flow, change, field):
-    TrajectoryStore(tmp_path, flow, shard_size=8).load(8, progress=False)
+    GroundTruthStore(tmp_path, flow, shard_size=8).load(8, progress=False)
     options = {"shard_size": 8, **change}
     model = GaussianMixtureFlow.random(dim=16, components=5, seed=9) if options.pop("model", None) else flow
     with pytest.raises(StoreMismatchError, match=f"another setting.*{field}: stored"):
-        TrajectoryStore(tmp_path, model, **options)
+        GroundTruthStore(tmp_path, model, **options)
 
 
 def test_store_needs_a_sample_shape():
     with pytest.raises(ValueError, match="sample_shape"):
-        TrajectoryStore(None, lambda t, x: x)
+        GroundTruthStore(None, lambda t, x: x)
 
 
 def test_a_shard_that_was_not_written_is_a_clear_error(tmp_path, flow, monkeypatch):
@@ -137,4 +137,4 @@ def test_a_shard_that_was_not_written_is_a_clear_error(tmp_path, flow, monkeypat
 
     monkeypatch.setattr(store_module, "atomic_write", lose_shard_one)
     with pytest.raises(StoreMismatchError, match=r"shards \[1\] are missing .*rerun to regenerate only those"):
-        TrajectoryStore(tmp_path, flow, shard_size=8).load(24, progress=False)
+        GroundTruthStore(tmp_path, flow, shard_size=8).load(24, progress=False)

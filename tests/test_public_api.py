@@ -1,6 +1,8 @@
 import subprocess
 import sys
 
+import pytest
+
 import flowsolve
 from flowsolve._moved_modules import MOVED
 
@@ -45,3 +47,9 @@ def test_old_module_names_resolve_with_a_deprecation_warning():
     )
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=False, timeout=300)
     assert result.returncode == 0, result.stderr[-2000:]
+
+
+@pytest.mark.parametrize("old, new", [("SolverFamily", "ParametricFamily"), ("TrajectoryStore", "GroundTruthStore")])
+def test_renamed_names_still_resolve_with_a_deprecation_warning(old, new):
+    with pytest.warns(DeprecationWarning, match=new):
+        assert getattr(flowsolve, old) is getattr(flowsolve, new)

@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from flowsolve.models.gaussian_mixture import GaussianMixtureFlow
-from flowsolve.training.store import StoreMismatchError, TrajectoryStore
+from flowsolve.training.store import GroundTruthStore, StoreMismatchError
 
 LOOSE = {"rtol": 1e-3, "atol": 1e-3, "shard_size": 4}
 
@@ -20,7 +20,7 @@ def flow():
 
 
 def open_store(path, flow, **changes):
-    return TrajectoryStore(path, flow, **{**LOOSE, **changes})
+    return GroundTruthStore(path, flow, **{**LOOSE, **changes})
 
 
 def assert_same_paths(found, expected):

@@ -27,11 +27,11 @@ def trajectory_store(model, seed: int, options: ModelOptions | None = None):
         seed: the noise seed, part of the store's directory name.
         options: the shape, device and dtype to run at (default: the model's shape, cpu, float32).
     """
-    from flowsolve.training.store import TrajectoryStore
+    from flowsolve.training.store import GroundTruthStore
 
     options = options or ModelOptions()
     shape, device = sample_shape_of(model, options), options.device or "cpu"
     # float32 stores keep their old directory names; other dtypes get their own directory.
     precision = "" if (options.dtype or DEFAULT_DTYPE) == DEFAULT_DTYPE else f"-{options.dtype}"
     directory = cache_directory() / "stores" / f"{model_key(model, options)}{precision}-seed{seed}"
-    return TrajectoryStore(directory, model, sample_shape=shape, dtype=options.torch_dtype, device=device, seed=seed)
+    return GroundTruthStore(directory, model, sample_shape=shape, dtype=options.torch_dtype, device=device, seed=seed)

@@ -18,7 +18,7 @@ from flowsolve.cli.options import (
     positive_int,
 )
 
-# Options handed to SolverFamily.fit only when given, so that fit's own defaults apply otherwise.
+# Options handed to ParametricFamily.fit only when given, so that fit's own defaults apply otherwise.
 FIT_OPTIONS = ("iterations", "batch_size", "lr")
 
 

@@ -27,7 +27,7 @@ def build_parser(parser: argparse.ArgumentParser | None = None) -> argparse.Argu
         )
     parser.add_argument("solvers", nargs="+", metavar="NAME_OR_module:object",
                         help="a registered base solver or transform name (e.g. midpoint, scale-time), or "
-                             "module:object naming a BaseSolver, ButcherTableau, Transform or SolverFamily")
+                             "module:object naming a BaseSolver, ButcherTableau, Transform or ParametricFamily")
     parser.add_argument("--device", default="cpu", help="device to run the checks on (cpu, cuda, cuda:1; default cpu)")
     effort = parser.add_mutually_exclusive_group()
     effort.add_argument("--quick", dest="effort", action="store_const", const="quick", default="default",

@@ -11,12 +11,12 @@ from flowsolve.core.tableau import ButcherTableau
 from flowsolve.methods.base import BaseMethod
 from flowsolve.methods.runge_kutta import BaseSolver
 from flowsolve.plugins import registry as _registry
-from flowsolve.solvers.family import SolverFamily
+from flowsolve.solvers.family import ParametricFamily
 from flowsolve.solvers.family_base import Family
 from flowsolve.solvers.transforms import Transform
 
 ACCEPTED = ("a flowsolve.BaseSolver instance or class, a flowsolve.ButcherTableau, a flowsolve.Transform "
-            "instance or class, a flowsolve.SolverFamily (from flowsolve.compose), or a registered solver family "
+            "instance or class, a flowsolve.ParametricFamily (from flowsolve.compose), or a registered solver family "
             "such as flowsolve.NonStationary()")
 
 
@@ -103,7 +103,7 @@ def from_object(obj, spec: str, origin: str = "given object") -> Subject:
         return Subject(spec, origin, base=obj)
     if isinstance(obj, Transform):
         return Subject(spec, origin, transform=obj)
-    if isinstance(obj, SolverFamily):
+    if isinstance(obj, ParametricFamily):
         return Subject(spec, origin, base=obj.base, transform=obj.transform)
     if isinstance(obj, Family):  # e.g. flowsolve.NonStationary()
         return Subject(spec, origin, base=obj.base, family=obj)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import warnings
 from typing import cast
 
 import attrs
@@ -43,7 +44,7 @@ def parametric_solver(transform: Transform, base: BaseMethod, n_steps: int) -> P
 
 
 @attrs.frozen
-class SolverFamily(Family):
+class ParametricFamily(Family):
     """All parametric solvers ``transform x base`` (paper sec. 2.2), one per step count.
 
     Example:
@@ -67,7 +68,7 @@ class SolverFamily(Family):
         return part_spec(self.kind, self.name, {"transform": self.transform.to_spec(), "base": self.base.to_spec()})
 
     @classmethod
-    def from_spec(cls, name: str, options: dict) -> SolverFamily:
+    def from_spec(cls, name: str, options: dict) -> ParametricFamily:
         return cls(options["transform"], options["base"])
 
     def new_solver(self, nfe: int) -> ParametricSolver:
@@ -104,7 +105,7 @@ class SolverFamily(Family):
             seed: minibatch seed; the same seeds give the same result.
             noise_seed: seed of the ground-truth noise (part of the store's key).
             device, dtype: where and in which precision the model runs (default: the model's).
-            store: a directory (or :class:`~flowsolve.training.store.TrajectoryStore`) to keep the
+            store: a directory (or :class:`~flowsolve.training.store.GroundTruthStore`) to keep the
                 ground truth in for reuse across step counts, families and runs; ``None`` keeps it in memory.
             rtol, atol, max_step: dopri5 settings of the ground truth.
             checkpoint: file to save progress to; an interrupted fit with the same settings
@@ -131,8 +132,8 @@ class SolverFamily(Family):
         return cast(ParametricSolver, super().fit(model, nfe, **options))
 
 
-def compose(transform: Transform, base: BaseMethod) -> SolverFamily:
-    """Combine a :class:`Transform` and a :class:`BaseSolver` into a :class:`SolverFamily`.
+def compose(transform: Transform, base: BaseMethod) -> ParametricFamily:
+    """Combine a :class:`Transform` and a :class:`BaseSolver` into a :class:`ParametricFamily`.
 
     Example:
         >>> import flowsolve
@@ -140,4 +141,11 @@ def compose(transform: Transform, base: BaseMethod) -> SolverFamily:
         >>> solver.num_params  # 4n - 1
         15
     """
-    return SolverFamily(transform, base)
+    return ParametricFamily(transform, base)
+
+
+def __getattr__(name: str):
+    if name == "SolverFamily":  # renamed in this release; the old name goes in the next one
+        warnings.warn("SolverFamily is now ParametricFamily", DeprecationWarning, stacklevel=2)
+        return ParametricFamily
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

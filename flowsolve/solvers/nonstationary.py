@@ -282,7 +282,7 @@ class NonStationary(Family):
         return FAMILY_NAME if self.base == Midpoint() else f"{FAMILY_NAME} {self.base.name}"
 
     def fit(self, model, nfe: int, **options) -> NonStationarySolver:
-        """Fit at ``nfe`` to ``model`` like :meth:`SolverFamily.fit`; the loss defaults to
+        """Fit at ``nfe`` to ``model`` like :meth:`ParametricFamily.fit`; the loss defaults to
         :class:`~flowsolve.RMSE` (a full rollout) and ``init`` may be any method :func:`trace` accepts
         (e.g. ``"dpm-solver++(2m)"``, ``"ddim"``, a fitted scale-time solver)."""
         return cast(NonStationarySolver, super().fit(model, nfe, **options))

@@ -32,7 +32,7 @@ from flowsolve.training.ground_truth import (
 from flowsolve.training.losses import RMSE, Loss, RMSEBound
 from flowsolve.training.metrics import error_sums, scores, scores_from_sums
 from flowsolve.training.progress import Progress
-from flowsolve.training.store import TrajectoryStore
+from flowsolve.training.store import GroundTruthStore
 
 CHECKPOINT_FORMAT = "flowsolve.training.fit-checkpoint"
 
@@ -44,7 +44,7 @@ def evaluate(solver, u, reference, *, batch_size: int = 1024) -> dict:
         solver: a :class:`~flowsolve.ParametricSolver`, or a :class:`~flowsolve.BaseSolver`
             paired with ``nfe`` as ``(base, nfe)``.
         u: the velocity field.
-        reference: a :class:`~flowsolve.GroundTruth` (or a :class:`~flowsolve.TrajectoryStore`,
+        reference: a :class:`~flowsolve.GroundTruth` (or a :class:`~flowsolve.GroundTruthStore`,
             whose first 256 paths are used: for a held-out score give a store with another
             ``seed`` than the fit's, whose first paths are its validation set), or a noise
             tensor ``x0`` (solved here with dopri5).
@@ -54,7 +54,7 @@ def evaluate(solver, u, reference, *, batch_size: int = 1024) -> dict:
     """
     if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
         raise FlowsolveValueError(f"batch_size must be a positive int (samples per solver call), got {batch_size!r}")
-    if isinstance(reference, TrajectoryStore):
+    if isinstance(reference, GroundTruthStore):
         reference = reference.load(256)
     if isinstance(reference, GroundTruth):
         x0, x1 = reference.x0, reference.x1
@@ -101,7 +101,7 @@ def fit(
     init=None,
     progress: bool | None = None,
 ):
-    """Fit ``family.at(nfe)`` to ``model`` (see :meth:`SolverFamily.fit`)."""
+    """Fit ``family.at(nfe)`` to ``model`` (see :meth:`ParametricFamily.fit`)."""
     # Every number is checked before any ground truth is solved, so a typo costs nothing.
     for name, value in (("iterations", iterations), ("batch_size", batch_size), ("train_trajectories", train_trajectories),
                         ("val_trajectories", val_trajectories), ("validate_every", validate_every)):
@@ -130,8 +130,8 @@ def fit(
         progress = False
     solver.to(device)
 
-    if not isinstance(store, TrajectoryStore):
-        store = TrajectoryStore(store, model, sample_shape=sample_shape, dtype=dtype, device=device, seed=noise_seed,
+    if not isinstance(store, GroundTruthStore):
+        store = GroundTruthStore(store, model, sample_shape=sample_shape, dtype=dtype, device=device, seed=noise_seed,
                                 rtol=rtol, atol=atol, max_step=max_step)
     started = time.perf_counter()
     validation = store.load(val_trajectories, device=device, progress=progress)

@@ -122,7 +122,7 @@ def _shard_checksum(header: dict, tensors: dict) -> str:
     return digest.hexdigest()
 
 
-class TrajectoryStore:
+class GroundTruthStore:
     """Ground-truth paths of one model, keyed so that a mismatched store is never reused.
 
     Args:
@@ -137,7 +137,7 @@ class TrajectoryStore:
 
     Example:
         >>> from flowsolve.models.gaussian_mixture import GaussianMixtureFlow
-        >>> store = TrajectoryStore(None, GaussianMixtureFlow.random(dim=4, components=2), shard_size=8)
+        >>> store = GroundTruthStore(None, GaussianMixtureFlow.random(dim=4, components=2), shard_size=8)
         >>> len(store.load(16, progress=False))
         16
     """
@@ -194,7 +194,7 @@ class TrajectoryStore:
     def _directory(self) -> Path:
         """The store's directory; only the code paths of an on-disk store (``path`` given) ask for it."""
         if self.path is None:
-            raise RuntimeError("an in-memory TrajectoryStore has no directory")
+            raise RuntimeError("an in-memory GroundTruthStore has no directory")
         return self.path
 
     def _open_manifest(self) -> None:
@@ -354,3 +354,10 @@ class TrajectoryStore:
             )
             parts.append(part)
         return GroundTruth.concatenate(parts).to(device=device or self.device)
+
+
+def __getattr__(name: str):
+    if name == "TrajectoryStore":  # renamed in this release; the old name goes in the next one
+        warnings.warn("TrajectoryStore is now GroundTruthStore", DeprecationWarning, stacklevel=2)
+        return GroundTruthStore
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
