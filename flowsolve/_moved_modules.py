@@ -45,6 +45,17 @@ MOVED = {
 }
 
 
+def _new_name(fullname: str) -> str | None:
+    """The new name of ``fullname`` or of a submodule under an old package name
+    (``flowsolve.zoo.networks`` -> ``flowsolve.models.zoo.networks``), else ``None``."""
+    if fullname in MOVED:
+        return MOVED[fullname]
+    for old, new in MOVED.items():
+        if fullname.startswith(old + "."):
+            return new + fullname[len(old):]
+    return None
+
+
 class _AliasLoader(importlib.abc.Loader):
     def __init__(self, target: str):
         self.target = target
@@ -63,7 +74,7 @@ class MovedModuleFinder(importlib.abc.MetaPathFinder):
     """Resolves an old module name to the module at its new place."""
 
     def find_spec(self, fullname, path=None, target=None):
-        new = MOVED.get(fullname)
+        new = _new_name(fullname)
         if new is None:
             return None
         warnings.warn(f"{fullname} moved to {new}; the old name will be removed in the next release",

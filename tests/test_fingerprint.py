@@ -4,6 +4,7 @@ import numpy as np
 import pytest
 import torch
 
+import flowsolve
 from flowsolve.core.fingerprint import model_fingerprint
 
 ARGS = ((2,), torch.float32, torch.device("cpu"))
@@ -145,3 +146,14 @@ def test_a_model_with_random_outputs_is_refused():
         model_fingerprint(lambda t, x: model(x), *args)
     model.eval()
     assert model_fingerprint(lambda t, x: model(x), *args) == model_fingerprint(lambda t, x: model(x), *args)
+
+
+def test_a_model_that_only_takes_its_own_batch_keeps_its_declared_fingerprint():
+    # Guidance with one condition per sample of a batch of 8 cannot take the 2-sample probe.
+    model = lambda x, t, c: x * c.reshape(-1, 1)  # noqa: E731
+    def field(scale):
+        return flowsolve.adapt(flowsolve.ClassifierFreeGuidance(model, scale, torch.arange(8.0), torch.ones(8)), "fm-ot")
+    prints = [model_fingerprint(field(scale), (4,), torch.float32, "cpu") for scale in (1.0, 1.0, 2.0)]
+    assert prints[0] == prints[1] != prints[2]
+    with pytest.raises(ValueError, match="condition has 8 rows"):  # nothing declared: the probe is required
+        model_fingerprint(lambda t, x: field(1.0)(t, x), (4,), torch.float32, "cpu")

@@ -226,7 +226,7 @@ def test_an_option_a_plugin_drops_on_loading_is_refused(tmp_path, monkeypatch):
 # -- format versions ----------------------------------------------------------------------------------
 def _write_old(path, version, header, tensors):
     text = json.dumps({"library_version": "0.1.0", **header}, sort_keys=True)
-    torch.save({"format": "flowsolve.solvers.parametric", "format_version": version, "header": text,
+    torch.save({"format": "flowsolve.solver", "format_version": version, "header": text,
                 "tensors": tensors, "checksum": _checksum(text, tensors)}, path)
 
 

@@ -53,3 +53,11 @@ def test_old_module_names_resolve_with_a_deprecation_warning():
 def test_renamed_names_still_resolve_with_a_deprecation_warning(old, new):
     with pytest.warns(DeprecationWarning, match=new):
         assert getattr(flowsolve, old) is getattr(flowsolve, new)
+
+
+def test_a_submodule_under_an_old_package_name_is_the_same_module():
+    code = ("import warnings; warnings.simplefilter('ignore')\n"
+            "import flowsolve.zoo.networks as old, flowsolve.models.zoo.networks as new\n"
+            "assert old is new and old.DigitsMLP is new.DigitsMLP\n")
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=False, timeout=120)
+    assert result.returncode == 0, result.stderr[-2000:]

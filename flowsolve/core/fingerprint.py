@@ -10,12 +10,14 @@ A fingerprint has two parts:
    ``torch.nn.Module`` contributes its module tree as printed (class names, configuration
    shown by ``extra_repr``), its ``state_dict`` and its non-persistent buffers, and the
    ``fingerprint()`` of the plain callables it wraps.
-2. An output probe, always added: the field evaluated (without gradients) on a fixed noise
+2. An output probe, always added where the model can take it: the field evaluated (without gradients) on a fixed noise
    batch of :data:`PROBE_BATCH` samples at the times :data:`PROBE_TIMES`, hashed bit for bit.
    It catches what no declaration shows: a network held in a global, a list, a bound method,
    a non-persistent buffer or a float attribute, and a ``fingerprint()`` that forgets the
    weights. The probe times avoid ``t = 0`` and ``t = 1``, where variance-preserving
-   schedulers are singular.
+   schedulers are singular. A model that raises on the probe batch (one that only takes a
+   fixed batch, such as guidance with one condition per sample) keeps its declared part alone
+   when it has one; a plain callable with nothing declared must take the probe.
 
 Consequences: the field must be deterministic (the first probe is evaluated twice and must
 repeat bit for bit: call ``model.eval()`` to turn off dropout), must return a
@@ -47,18 +49,22 @@ def model_fingerprint(model, sample_shape: tuple[int, ...], dtype: torch.dtype, 
         ValueError: two identical calls of the model returned different outputs.
     """
     digest = hashlib.sha256()
-    _add_declared(digest, model)
-    _add_probe(digest, model, tuple(sample_shape), dtype, torch.device(device))
+    declared = _add_declared(digest, model)
+    _add_probe(digest, model, tuple(sample_shape), dtype, torch.device(device), required=not declared)
     return digest.hexdigest()[:16]
 
 
-def _add_declared(digest, model) -> None:
-    """What the model says about itself: its ``fingerprint()``, else a module's tree and state."""
+def _add_declared(digest, model) -> bool:
+    """What the model says about itself: its ``fingerprint()``, else a module's tree and state.
+    Returns whether there was anything to add."""
     custom = getattr(model, "fingerprint", None)
     if callable(custom):
         digest.update(b"declared:" + str(custom()).encode())
-    elif isinstance(model, torch.nn.Module):
+        return True
+    if isinstance(model, torch.nn.Module):
         _add_module_state(digest, model)
+        return True
+    return False
 
 
 def _add_module_state(digest, module: torch.nn.Module) -> None:
@@ -88,13 +94,25 @@ def _wrapped_callables(module: torch.nn.Module) -> list:
     return found
 
 
-def _add_probe(digest, model, sample_shape, dtype, device) -> None:
-    """Hash the outputs on a fixed probe; evaluate the first time twice to catch random outputs."""
+def _add_probe(digest, model, sample_shape, dtype, device, required: bool) -> None:
+    """Hash the outputs on a fixed probe; evaluate the first time twice to catch random outputs.
+
+    A model that cannot be called on the probe batch (e.g. guidance with one condition per
+    sample of a fixed batch) keeps only its declared part when it has one (``required`` false);
+    a model with nothing declared must take the probe, or it has no identity at all.
+    """
     generator = torch.Generator().manual_seed(PROBE_SEED)
     x = torch.randn((PROBE_BATCH, *sample_shape), generator=generator, dtype=torch.float64)
     x = x.to(device=device, dtype=dtype)
     with torch.no_grad():
-        outputs = [_probe_output(model, t, x) for t in PROBE_TIMES]
+        try:
+            first = _call(model, PROBE_TIMES[0], x)
+        except Exception:
+            if required:
+                raise
+            digest.update(b"probe:unavailable")
+            return
+        outputs = [_checked(first, PROBE_TIMES[0], x)] + [_probe_output(model, t, x) for t in PROBE_TIMES[1:]]
         repeated = _probe_output(model, PROBE_TIMES[0], x)
     if _tensor_bytes(repeated) != _tensor_bytes(outputs[0]):
         difference = float((repeated.double() - outputs[0].double()).abs().nan_to_num(float("inf")).max())
@@ -109,14 +127,22 @@ def _add_probe(digest, model, sample_shape, dtype, device) -> None:
 
 
 def _probe_output(model, t: float, x: torch.Tensor) -> torch.Tensor:
-    where = f"while its fingerprint was taken (probe at t = {t})"
+    return _checked(_call(model, t, x), t, x)
+
+
+def _call(model, t: float, x: torch.Tensor):
     try:
-        out = model(torch.tensor(t, dtype=x.dtype, device=x.device), x)
+        return model(torch.tensor(t, dtype=x.dtype, device=x.device), x)
     except Exception as error:
         if hasattr(error, "add_note"):  # Python >= 3.11: say which call failed, keep the type
-            error.add_note(f"raised by the model {where}: u(t, x) with a 0-dim t and x of shape {tuple(x.shape)}, "
-                           f"{x.dtype}, on {x.device}")
+            error.add_note(f"raised by the model while its fingerprint was taken (probe at t = {t}): u(t, x) with a "
+                           f"0-dim t and x of shape {tuple(x.shape)}, {x.dtype}, on {x.device}")
         raise
+
+
+def _checked(out, t: float, x: torch.Tensor) -> torch.Tensor:
+    """``out`` if it is a tensor shaped like ``x`` of its dtype (else a clear error)."""
+    where = f"while its fingerprint was taken (probe at t = {t})"
     if not isinstance(out, torch.Tensor):
         kind = type(out)
         name = kind.__qualname__ if kind.__module__ == "builtins" else f"{kind.__module__}.{kind.__qualname__}"

@@ -21,7 +21,7 @@ from flowsolve._version import __version__
 from flowsolve.core.atomic import atomic_write
 from flowsolve.core.errors import FlowsolveFileNotFoundError, FlowsolveValueError
 
-FORMAT_NAME = "flowsolve.solvers.parametric"
+FORMAT_NAME = "flowsolve.solver"  # the marker every version of the format has written
 FORMAT_VERSION = 3  # 3: parts as {kind, name, options}; 2: other families; 1: transform x base
 
 

@@ -355,6 +355,7 @@ def adapt(model, kind: str | None = None, **options) -> VelocityField:
         >>> u(torch.tensor(0.5), torch.ones(2, 3)).shape
         torch.Size([2, 3])
     """
+    # Adapter kinds are named in the plugin registry, a layer above: resolved when adapt() is called.
     from flowsolve.plugins.registry import UnknownNameError, lookup, registry
 
     if kind is None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import torch
 
 from flowsolve.core.errors import FlowsolveValueError
+from flowsolve.core.fingerprint import tensor_fingerprint
 from flowsolve.paths.schedulers import FMOT, Scheduler
 
 
@@ -57,8 +58,6 @@ class GaussianMixtureFlow:
         return (self.dim,)
 
     def fingerprint(self) -> str:
-        from flowsolve.core.fingerprint import tensor_fingerprint
-
         return f"gmm-{self.scheduler!r}-" + tensor_fingerprint(self.means, self.stds, self.log_weights)
 
     @property

@@ -19,6 +19,7 @@ import torch.distributed as dist
 
 TIMEOUT_VARIABLE = "FLOWSOLVE_DIST_TIMEOUT"
 DEFAULT_TIMEOUT_SECONDS = 600.0
+DEFAULT_TIMEOUT = datetime.timedelta(seconds=DEFAULT_TIMEOUT_SECONDS)  # without the variable; see timeout()
 
 
 def timeout() -> datetime.timedelta:

@@ -18,6 +18,7 @@ from flowsolve.core.errors import (
     FlowsolveValueError,
 )
 from flowsolve.core.field import NonFiniteVelocityError
+from flowsolve.core.fingerprint import tensor_fingerprint
 from flowsolve.core.solver_file import atomic_torch_save
 from flowsolve.solvers.module import SolverModule
 from flowsolve.training import distributed
@@ -34,7 +35,7 @@ from flowsolve.training.metrics import error_sums, scores, scores_from_sums
 from flowsolve.training.progress import Progress
 from flowsolve.training.store import GroundTruthStore
 
-CHECKPOINT_FORMAT = "flowsolve.training.fit-checkpoint"
+CHECKPOINT_FORMAT = "flowsolve.fit-checkpoint"  # unchanged since format 1: old checkpoints resume
 
 
 def evaluate(solver, u, reference, *, batch_size: int = 1024) -> dict:
@@ -291,8 +292,6 @@ def _model_dtype(model):
 
 def _init_label(init) -> str:
     """What a checkpoint remembers of ``init``: a schedule name, or a fitted solver's NFE and parameter hash."""
-    from flowsolve.core.fingerprint import tensor_fingerprint
-
     if isinstance(init, str):
         return init
     if isinstance(init, SolverModule):  # a fitted solver
