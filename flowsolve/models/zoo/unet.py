@@ -23,6 +23,13 @@ def _norm(channels: int) -> nn.GroupNorm:
     return nn.GroupNorm(min(8, channels), channels)
 
 
+
+def _zero(conv: nn.Conv2d) -> None:
+    """Start a block's last convolution at zero, so each residual block starts as the identity."""
+    nn.init.zeros_(conv.weight)
+    if conv.bias is not None:
+        nn.init.zeros_(conv.bias)
+
 class ResidualBlock(nn.Module):
     """``GroupNorm-SiLU-conv3x3``, add a per-channel shift from the embedding, ``GroupNorm-SiLU-conv3x3``,
     plus a (1x1-projected) skip. The last convolution starts at zero, so the block starts as its skip.
@@ -39,8 +46,7 @@ class ResidualBlock(nn.Module):
         self.shift = nn.Linear(embedding_dim, out_channels)
         self.norm2 = _norm(out_channels)
         self.conv2 = nn.Conv2d(out_channels, out_channels, 3, padding=1)
-        nn.init.zeros_(self.conv2.weight)
-        nn.init.zeros_(self.conv2.bias)
+        _zero(self.conv2)
         self.skip = nn.Identity() if in_channels == out_channels else nn.Conv2d(in_channels, out_channels, 1)
 
     def forward(self, h: torch.Tensor, embedding: torch.Tensor) -> torch.Tensor:
@@ -88,7 +94,7 @@ class ConditionalUNet(nn.Module):
 
     sample_shape = IMAGE_SHAPE
 
-    def __init__(self, channels: tuple[int, int, int] = (32, 64, 128), num_classes: int = NUM_CLASSES,
+    def __init__(self, channels: tuple[int, ...] = (32, 64, 128), num_classes: int = NUM_CLASSES,
                  time_features: int = 64):
         super().__init__()
         channels = tuple(int(c) for c in channels)
@@ -119,8 +125,7 @@ class ConditionalUNet(nn.Module):
         self.up0 = ResidualBlock(c0 + c0, c0, dim)
         self.norm_out = _norm(c0)
         self.conv_out = nn.Conv2d(c0, IMAGE_SHAPE[0], 3, padding=1)
-        nn.init.zeros_(self.conv_out.weight)
-        nn.init.zeros_(self.conv_out.bias)
+        _zero(self.conv_out)
 
     def forward(self, x: torch.Tensor, time: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
         if x.dim() != 4 or tuple(x.shape[1:]) != IMAGE_SHAPE:
