@@ -150,5 +150,6 @@ def test_a_baseline_declares_whether_it_needs_a_scheduler():
         type("Undeclared", (flowsolve.baselines.Baseline,), {"name": "x", "sample": lambda self, u, x0, nfe: (x0, 0)})
     assert {name: make().needs_scheduler for name, make in builtin_baselines().items()} == {
         "euler": False, "midpoint": False, "heun": False, "rk4": False, "edm-heun": True, "dpm-solver++(2m)": True,
-        "dpm-solver++(2m) edm": True, "dpm-solver++(2m) time-uniform": True, "ddim": True}
+        "dpm-solver++(2m) edm": True, "dpm-solver++(2m) time-uniform": True, "ddim": True,
+        "dpm-solver++(3m)": True, "dpm-solver++(3m) edm": True, "unipc-bh2": True}
     assert all(make().name == name for name, make in builtin_baselines().items())

@@ -107,7 +107,8 @@ def strictly_increasing(times) -> bool:
 
 
 # -- properties ----------------------------------------------------------------------------------
-SCHEDULER_BASELINES = ["ddim", "dpm-solver++(2m)", "dpm-solver++(2m) edm", "dpm-solver++(2m) time-uniform", "edm-heun"]
+SCHEDULER_BASELINES = ["ddim", "dpm-solver++(2m)", "dpm-solver++(2m) edm", "dpm-solver++(2m) time-uniform", "edm-heun",
+                       "dpm-solver++(3m)", "dpm-solver++(3m) edm", "unipc-bh2"]
 SHARED_STAGE_TIMES = ("heun", "rk4", "edm-heun")  # a stage and the next step's first share a time, at other states
 
 

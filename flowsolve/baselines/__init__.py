@@ -1,5 +1,5 @@
 """Layer 6, baselines: the training-free solvers a learned solver is compared against (uniform
-Runge--Kutta grids, DDIM, DPM-Solver++(2M), EDM's Heun), at equal NFE.
+Runge--Kutta grids, DDIM, DPM-Solver++(2M) and (3M), UniPC, EDM's Heun), at equal NFE.
 
 One module per baseline, each with a ``BASELINES`` table ``{name: factory}``; the builtin
 plugin (:mod:`flowsolve.plugins.builtin`) registers them (kind ``"baseline"``), and reports take
@@ -10,12 +10,14 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from flowsolve.baselines import ddim, dpm_solver, edm, uniform
+from flowsolve.baselines import ddim, dpm_solver, dpm_solver_3m, edm, uniform, unipc
 from flowsolve.baselines.base import Baseline, predictions
 from flowsolve.baselines.ddim import DDIM
 from flowsolve.baselines.dpm_solver import DPMSolverPP2M
+from flowsolve.baselines.dpm_solver_3m import DPMSolverPP3M
 from flowsolve.baselines.edm import EDMHeun
 from flowsolve.baselines.uniform import UniformGrid
+from flowsolve.baselines.unipc import UniPC
 from flowsolve.paths.noise_grids import (
     GRID_SPACINGS,
     sigma_range,
@@ -26,7 +28,7 @@ from flowsolve.paths.noise_grids import (
 
 # flowsolve's own baselines, in the order reports list them: one module each, holding the baseline
 # and its ``BASELINES`` table ``{name: factory}``. A new baseline is a new module and one entry here.
-BASELINE_MODULES = (uniform, edm, dpm_solver, ddim)
+BASELINE_MODULES = (uniform, edm, dpm_solver, ddim, dpm_solver_3m, unipc)
 
 
 def builtin_baselines() -> dict[str, Callable[[], Baseline]]:
@@ -36,5 +38,5 @@ def builtin_baselines() -> dict[str, Callable[[], Baseline]]:
     return {name: factory for module in BASELINE_MODULES for name, factory in module.BASELINES.items()}
 
 
-__all__ = ["DDIM", "GRID_SPACINGS", "Baseline", "DPMSolverPP2M", "EDMHeun", "UniformGrid",
+__all__ = ["DDIM", "GRID_SPACINGS", "Baseline", "DPMSolverPP2M", "DPMSolverPP3M", "EDMHeun", "UniPC", "UniformGrid",
            "builtin_baselines", "predictions", "sigma_range", "solver_grid", "times_at_noise", "uniform_time_grid"]
