@@ -76,3 +76,16 @@ def test_gradients_reach_every_parameter(net):
     rows = net.label_embedding.weight.grad.abs().sum(dim=1)
     assert rows[3] > 0 and rows[NULL_LABEL] > 0 and rows[0] == 0
     net.zero_grad(set_to_none=True)
+
+
+@pytest.mark.parametrize("variant", ["animals-fm-ot", "animals-eps-vp"])
+def test_shipped_animal_weights_fit_the_network(variant):
+    safetensors_torch = pytest.importorskip("safetensors.torch")
+    from importlib.resources import files
+
+    path = files("flowsolve.models.zoo").joinpath("weights").joinpath(f"{variant}.safetensors")
+    state = safetensors_torch.load(path.read_bytes())
+    net = ConditionalUNet()
+    net.load_state_dict(state, strict=True)
+    x = torch.zeros(2, 1, 28, 28)
+    assert torch.isfinite(net(x, torch.tensor([0.2, 0.8]), torch.tensor([3, 10]))).all()
