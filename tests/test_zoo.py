@@ -38,7 +38,7 @@ SHIPPED_FINGERPRINTS = {
 SAMPLES = 256
 
 
-@pytest.fixture(scope="module", params=zoo.MODEL_NAMES)
+@pytest.fixture(scope="module", params=zoo.DIGITS_MODEL_NAMES)
 def name(request):
     return request.param
 
@@ -56,7 +56,7 @@ def samples(field):
 
 
 def test_model_names_and_factories():
-    assert zoo.MODEL_NAMES == ("digits-fm-ot", "digits-fm-cs", "digits-eps-vp")
+    assert zoo.MODEL_NAMES == ("digits-fm-ot", "digits-fm-cs", "digits-eps-vp", "animals-fm-ot", "animals-eps-vp")
     factories = zoo.models()
     assert tuple(factories) == zoo.MODEL_NAMES
     assert all(callable(factory) for factory in factories.values())
@@ -107,7 +107,7 @@ def test_per_sample_times_match_one_call_per_time(name):
 
 def test_fingerprint_is_stable_and_distinct():
     prints = {}
-    for name in zoo.MODEL_NAMES:
+    for name in zoo.DIGITS_MODEL_NAMES:
         first = model_fingerprint(zoo.load_model(name), (64,), torch.float32, "cpu")
         assert model_fingerprint(zoo.load_model(name), (64,), torch.float32, "cpu") == first
         prints[name] = first
@@ -167,7 +167,7 @@ def test_registered_through_the_models_hook():
     registered = registry().models()
     if "digits-fm-ot" not in registered:
         pytest.skip("flowsolve.plugins.builtin does not register flowsolve.zoo.models() yet")
-    for name in zoo.MODEL_NAMES:
+    for name in zoo.DIGITS_MODEL_NAMES:
         assert model_fingerprint(registered[name](), (64,), torch.float32, "cpu") == model_fingerprint(
             zoo.load_model(name), (64,), torch.float32, "cpu"
         )

@@ -8,11 +8,13 @@ from flowsolve.cli.errors import CommandLineError
 from flowsolve.cli.options import ModelOptions
 
 
-def resolve_model(spec: str, kind: str | None = None):
-    """A registered model name, or ``module:object`` (adapted with ``kind`` when given; a class is instantiated).
+def resolve_model(spec: str, kind: str | None = None, guidance: float | None = None):
+    """A registered model name (at guidance weight ``guidance`` when given), or ``module:object``
+    (adapted with ``kind`` when given; a class is instantiated).
 
     Raises:
-        CommandLineError: ``kind`` given with a registered name, or ``module:object`` not importable.
+        CommandLineError: ``kind`` given with a registered name, ``guidance`` with a model that
+            takes none, or ``module:object`` not importable.
         UnknownNameError: no model is registered as ``spec``.
     """
     from flowsolve.models.adapters import adapt
@@ -21,7 +23,15 @@ def resolve_model(spec: str, kind: str | None = None):
     if ":" not in spec:
         if kind is not None:
             raise CommandLineError(f"--kind applies to module:object models; {spec!r} is a registered name")
-        return model(spec)
+        if guidance is None:
+            return model(spec)
+        try:
+            return model(spec, guidance=guidance)
+        except (TypeError, ValueError) as error:
+            raise CommandLineError(f"--guidance: model {spec!r} takes no guidance weight ({error})") from error
+    if guidance is not None:
+        raise CommandLineError("--guidance applies to registered class-conditional models; for module:object, "
+                               "wrap the network in flowsolve.ClassifierFreeGuidance(net, w, ...) yourself")
     module_name, _, attribute = spec.partition(":")
     try:
         target = getattr(importlib.import_module(module_name), attribute)
@@ -37,7 +47,7 @@ def load_model(options: ModelOptions):
     (other callables get inputs on that device and dtype and must follow them)."""
     import torch
 
-    model = resolve_model(options.spec, options.kind)
+    model = resolve_model(options.spec, options.kind, options.guidance)
     if isinstance(model, torch.nn.Module) and (options.device is not None or options.dtype is not None):
         model.to(device=options.device, dtype=None if options.dtype is None else options.torch_dtype)
     return model

@@ -96,6 +96,9 @@ def add_model_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--dtype", choices=DTYPES,
                         help=f"precision of the noise, ground truth and solver (default {DEFAULT_DTYPE}); a "
                              "torch.nn.Module model is cast to it")
+    parser.add_argument("--guidance", type=float, metavar="W",
+                        help="classifier-free guidance weight w of a class-conditional registered model "
+                             "((1 + w) cond - w uncond; default 0: the conditional model); fits draw a label per path")
 
 
 @attrs.frozen
@@ -111,6 +114,7 @@ class ModelOptions:
         sample_shape: the shape of one sample, when the model does not say.
         device: the torch device to run on (cpu when not given).
         dtype: the name of the precision (:data:`DEFAULT_DTYPE` when not given).
+        guidance: the guidance weight of a class-conditional registered model.
     """
 
     spec: str = ""
@@ -118,11 +122,12 @@ class ModelOptions:
     sample_shape: tuple[int, ...] | None = None
     device: str | None = None
     dtype: str | None = None
+    guidance: float | None = None
 
     @classmethod
     def from_args(cls, args: argparse.Namespace) -> ModelOptions:
         """The model options parsed into ``args``."""
-        return cls(args.model, args.kind, args.sample_shape, args.device, args.dtype)
+        return cls(args.model, args.kind, args.sample_shape, args.device, args.dtype, args.guidance)
 
     @property
     def torch_dtype(self):

@@ -13,6 +13,7 @@ documented per adapter.
 from __future__ import annotations
 
 import abc
+import copy
 
 import torch
 from torch import nn
@@ -20,6 +21,8 @@ from torch import nn
 from flowsolve.core.broadcast import per_sample
 from flowsolve.core.errors import FlowsolveTypeError, FlowsolveValueError
 from flowsolve.core.field import VelocityField
+from flowsolve.models.conditioning import ConditionDistribution, Conditions, bind, distribution_of
+from flowsolve.models.guidance import ClassifierFreeGuidance  # noqa: F401  (its former home)
 from flowsolve.paths import schedulers as _schedulers
 from flowsolve.paths.predictions import predictions_from, velocity_from
 
@@ -98,6 +101,21 @@ class Adapter(nn.Module, abc.ABC):
     def time_range(self) -> tuple[float, float]:
         """The flow times at which the network is really evaluated (outside: held at the ends)."""
         return (0.0, 1.0)
+
+    @property
+    def condition_distribution(self) -> ConditionDistribution | None:
+        """Where a fit draws the conditions of its paths from: the wrapped model's (``None``: unconditional)."""
+        return distribution_of(self.model)
+
+    def bind(self, conditions: Conditions) -> Adapter:
+        """This field with per-sample ``conditions`` bound to the wrapped model (see
+        :mod:`flowsolve.models.conditioning`): a copy sharing the network."""
+        bound = copy.copy(self)
+        bound._modules = dict(self._modules)
+        bound.model = bind(self.model, conditions)
+        # What select_rows needs to re-bind another arrangement of the same samples.
+        vars(bound).update(bound_conditions=conditions, unbound_field=self)  # plain attributes, not submodules
+        return bound
 
     def extra_repr(self) -> str:
         return f"kind={self.kind!r}, scheduler={self.scheduler!r}, time={self.time!r}, time_range={self.time_range}"
@@ -240,58 +258,6 @@ class EDMDenoiser(Adapter):
         # formula rounds differently, and fingerprints hash the output bit for bit.
         t = self.times(t, x)
         return (self.network(x, t) - x) / (1 - per_sample(t, x))
-
-
-class ClassifierFreeGuidance(nn.Module):
-    """Classifier-free guidance: ``(1 + w) m(x, t, c) - w m(x, t, null)``, with the conditional and
-    unconditional passes batched into one forward call of twice the batch.
-
-    One call is one evaluation (NFE) and two network forward passes per sample: ``calls``
-    counts the former, ``forward_passes`` the latter.
-
-    Args:
-        model: ``model(x, time, condition)``.
-        weight: guidance weight ``w`` (0: conditional model only).
-        condition, null_condition: conditioning of the conditional and the unconditional pass
-            (e.g. a label and the "no label" token): one row ``(1, ...)`` shared by every sample,
-            or ``(batch, ...)`` one per sample when sampling a batch of that size.
-
-    Example:
-        >>> guided = ClassifierFreeGuidance(net, weight=2.0, condition=labels, null_condition=null)  # doctest: +SKIP
-        >>> u = flowsolve.adapt(guided, "eps-vp")  # doctest: +SKIP
-    """
-
-    def __init__(self, model, weight: float, condition: torch.Tensor, null_condition: torch.Tensor):
-        super().__init__()
-        self.model, self.weight = model, float(weight)
-        # Buffers: they move with .to(device) and enter the model's fingerprint.
-        self.register_buffer("condition", torch.as_tensor(condition))
-        self.register_buffer("null_condition", torch.as_tensor(null_condition))
-        self.calls = 0
-        self.forward_passes = 0
-
-    def extra_repr(self) -> str:
-        return f"weight={self.weight}"
-
-    def _batched(self, condition: torch.Tensor, batch: int, name: str) -> torch.Tensor:
-        if condition.shape[0] == batch:
-            return condition
-        if condition.shape[0] == 1:
-            return condition.expand(batch, *condition.shape[1:])
-        raise FlowsolveValueError(
-            f"{name} has {condition.shape[0]} rows for a batch of {batch}; give one row (shared by every sample) "
-            "or one per sample (sampling only: fitting draws paths in other orders, so fit with one shared condition)"
-        )
-
-    def forward(self, x, time):
-        batch = x.shape[0]
-        conditions = torch.cat([self._batched(self.condition, batch, "condition"),
-                                self._batched(self.null_condition, batch, "null_condition")])
-        out = self.model(torch.cat([x, x]), torch.cat([time, time]), conditions)
-        conditional, unconditional = out[:batch], out[batch:]
-        self.calls += 1
-        self.forward_passes += 2
-        return (1 + self.weight) * conditional - self.weight * unconditional
 
 
 def _scheduler_option(scheduler, default):

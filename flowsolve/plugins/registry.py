@@ -321,9 +321,10 @@ def transform_classes() -> dict[str, type]:
     return registry().transforms()
 
 
-def model(name: str):
-    """The velocity field of the model registered as ``name`` (e.g. ``"gmm-fm-ot"``)."""
-    return lookup("model", name)()
+def model(name: str, **options):
+    """The velocity field of the model registered as ``name`` (e.g. ``"gmm-fm-ot"``); ``options``
+    go to its factory (e.g. ``guidance=2.0`` for a class-conditional zoo model)."""
+    return lookup("model", name)(**options)
 
 
 def base_solver(name: str):

@@ -116,6 +116,11 @@ class ParametricFamily(Family):
                 ``"uniform"``, optionally with DDIM's scale: ``"log-snr+ddim"`` (see
                 :mod:`flowsolve.paths.time_grids`).
             progress: draw progress bars (default: when stderr is a terminal).
+            conditions: for a conditional model, the
+                :class:`~flowsolve.ConditionDistribution` each path's conditions (class labels,
+                guidance scales) are drawn from and stored with; default the model's
+                ``condition_distribution``. Every loss and validation step runs the field with
+                its paths' conditions bound.
 
         Returns:
             The fitted :class:`~flowsolve.ParametricSolver`; ``solver.metadata`` holds the model

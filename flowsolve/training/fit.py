@@ -19,6 +19,7 @@ from flowsolve.core.errors import (
 )
 from flowsolve.core.field import NonFiniteVelocityError
 from flowsolve.core.fingerprint import tensor_fingerprint
+from flowsolve.models.conditioning import ConditionDistribution, distribution_of
 from flowsolve.core.solver_file import atomic_torch_save
 from flowsolve.solvers.module import SolverModule
 from flowsolve.training import distributed
@@ -57,19 +58,22 @@ def evaluate(solver, u, reference, *, batch_size: int = 1024) -> dict:
         raise FlowsolveValueError(f"batch_size must be a positive int (samples per solver call), got {batch_size!r}")
     if isinstance(reference, GroundTruthStore):
         reference = reference.load(256)
-    if isinstance(reference, GroundTruth):
-        x0, x1 = reference.x0, reference.x1
-    else:
-        x0, x1 = reference, solve_reference(u, reference, rtol=DEFAULT_RTOL * 1e-2, atol=DEFAULT_ATOL * 1e-2)
+    if not isinstance(reference, GroundTruth):
+        if distribution_of(u) is not None:
+            raise FlowsolveValueError("a conditional model is evaluated on ground truth that carries its conditions: "
+                                      "pass a GroundTruth or GroundTruthStore, not bare noise")
+        x1 = solve_reference(u, reference, rtol=DEFAULT_RTOL * 1e-2, atol=DEFAULT_ATOL * 1e-2)
+        reference = GroundTruth(reference, torch.zeros(reference.shape[0], 1), x1[:, None], x1[:, None])
     if isinstance(solver, tuple):
         base, nfe = solver
-        run = lambda x: base.sample(u, x, nfe)
+        run = lambda field, x: base.sample(field, x, nfe)
     else:
         nfe = solver.nfe
-        run = lambda x: solver.sample(u, x)
+        run = lambda field, x: solver.sample(field, x)
     with torch.no_grad():
-        outputs = torch.cat([run(x0[i : i + batch_size]) for i in range(0, x0.shape[0], batch_size)])
-    return {**scores(outputs, x1), "nfe": nfe}
+        chunks = [reference.subset(slice(i, i + batch_size)) for i in range(0, len(reference), batch_size)]
+        outputs = torch.cat([run(chunk.field(u), chunk.x0) for chunk in chunks])
+    return {**scores(outputs, reference.x1), "nfe": nfe}
 
 
 def _settings_hash(settings: dict) -> str:
@@ -101,6 +105,7 @@ def fit(
     checkpoint=None,
     init=None,
     progress: bool | None = None,
+    conditions: ConditionDistribution | None = None,
 ):
     """Fit ``family.at(nfe)`` to ``model`` (see :meth:`ParametricFamily.fit`)."""
     # Every number is checked before any ground truth is solved, so a typo costs nothing.
@@ -131,9 +136,15 @@ def fit(
         progress = False
     solver.to(device)
 
+    if conditions is not None and not callable(getattr(model, "bind", None)):
+        raise FlowsolveTypeError(f"conditions were given but {type(model).__name__} takes none: adapt a "
+                                 "flowsolve.ClassifierFreeGuidance (or a field with bind(conditions))")
     if not isinstance(store, GroundTruthStore):
         store = GroundTruthStore(store, model, sample_shape=sample_shape, dtype=dtype, device=device, seed=noise_seed,
-                                rtol=rtol, atol=atol, max_step=max_step)
+                                rtol=rtol, atol=atol, max_step=max_step, conditions=conditions)
+    elif conditions is not None and store.key.get("conditions") != conditions.to_dict():
+        raise FlowsolveValueError(f"the store draws conditions {store.key.get('conditions')}, not the requested "
+                                  f"{conditions.to_dict()}: build the store with conditions=, or leave them out here")
     started = time.perf_counter()
     validation = store.load(val_trajectories, device=device, progress=progress)
     training = store.load(train_trajectories, start=val_trajectories, device=device, progress=progress)
@@ -193,7 +204,7 @@ def _validation_metrics(solver, model, validation, context) -> dict:
     """Validation RMSE / PSNR; under torch.distributed each rank takes a slice and the sums are shared."""
     part = validation.subset(torch.arange(context.rank, len(validation), context.world))
     with torch.no_grad():
-        sums = error_sums(solver.sample(model, part.x0), part.x1)
+        sums = error_sums(solver.sample(part.field(model), part.x0), part.x1)
     return scores_from_sums(context.sum(sums), len(validation))
 
 
@@ -208,7 +219,8 @@ def _train(solver, model, loss, optimizer, generator, training, state, validate,
             batch = torch.randint(len(training), (batch_size,), generator=generator)
             batch = batch.chunk(context.world)[context.rank].to(device)
             optimizer.zero_grad(set_to_none=True)
-            value = loss.backward(solver, model, training.subset(batch))
+            paths = training.subset(batch)
+            value = loss.backward(solver, paths.field(model), paths)
             context.average_gradients(solver.parameters())
             value = context.sum(torch.as_tensor(value, dtype=torch.float64).reshape(1))[0] / context.world
             if not torch.isfinite(value):

@@ -14,6 +14,7 @@ import torchdiffeq
 
 from flowsolve.core.errors import FlowsolveValueError
 from flowsolve.core.field import VelocityField, call_field
+from flowsolve.models.conditioning import Conditions, bind, check_conditions
 
 # Defaults suited to float32 networks (a tighter tolerance only buys float32 round-off).
 DEFAULT_RTOL = 1e-5
@@ -148,15 +149,23 @@ class GroundTruth:
 
     Attributes:
         x0: ``(N, ...)`` initial noise.
+        conditions: ``{name: (N, ...)}`` the conditions each path was solved with
+            (:mod:`flowsolve.models.conditioning`), or ``None``.
         times: ``(N, K)`` knot times per path (paths solved together share them; padding
             beyond ``t = 1`` repeats the end point).
         states, velocities: ``(N, K, ...)`` path and velocity at the knots.
         evaluations: field evaluations spent per path.
     """
 
-    def __init__(self, x0, times, states, velocities, evaluations: float = float("nan")):
+    def __init__(self, x0, times, states, velocities, evaluations: float = float("nan"),
+                 conditions: Conditions | None = None):
         self.x0, self.times, self.states, self.velocities = x0, times, states, velocities
         self.evaluations = evaluations
+        self.conditions = check_conditions(conditions, x0.shape[0]) if conditions else None
+
+    def field(self, u: VelocityField) -> VelocityField:
+        """``u`` with these paths' conditions bound (``u`` itself for unconditional paths)."""
+        return bind(u, self.conditions)
 
     def __len__(self) -> int:
         return self.x0.shape[0]
@@ -168,10 +177,15 @@ class GroundTruth:
 
     def to(self, device=None, dtype=None) -> "GroundTruth":
         move = lambda v: v.to(device=device, dtype=dtype)  # noqa: E731
-        return GroundTruth(move(self.x0), move(self.times), move(self.states), move(self.velocities), self.evaluations)
+        # Conditions keep their dtype (labels are integers): they only change device.
+        conditions = None if self.conditions is None else {k: v.to(device) for k, v in self.conditions.items()}
+        return GroundTruth(move(self.x0), move(self.times), move(self.states), move(self.velocities), self.evaluations,
+                           conditions)
 
     def subset(self, index) -> "GroundTruth":
-        return GroundTruth(self.x0[index], self.times[index], self.states[index], self.velocities[index], self.evaluations)
+        conditions = None if self.conditions is None else {k: v[index] for k, v in self.conditions.items()}
+        return GroundTruth(self.x0[index], self.times[index], self.states[index], self.velocities[index],
+                           self.evaluations, conditions)
 
     @classmethod
     def concatenate(cls, parts: list["GroundTruth"]) -> "GroundTruth":
@@ -182,7 +196,12 @@ class GroundTruth:
         evaluations = sum(p.evaluations * len(p) for p in parts) / total
         x0, times, states, velocities = (torch.cat([getattr(p, name) for p in padded])
                                          for name in ("x0", "times", "states", "velocities"))
-        return cls(x0, times, states, velocities, evaluations=evaluations)
+        keys = {tuple(sorted(p.conditions)) if p.conditions else () for p in parts}
+        if len(keys) > 1:
+            raise FlowsolveValueError(f"cannot join paths solved with different conditions: {sorted(keys)}")
+        names = keys.pop()
+        conditions = {k: torch.cat([p.conditions[k] for p in parts if p.conditions]) for k in names} or None
+        return cls(x0, times, states, velocities, evaluations=evaluations, conditions=conditions)
 
     def at(self, t: torch.Tensor, index: torch.Tensor | None = None) -> torch.Tensor:
         """``x(t)`` for per-path times, with the gradient rule of eq. 27.
@@ -224,7 +243,8 @@ def _pad(part: GroundTruth, width: int) -> GroundTruth:
     extra_times = 1.0 + torch.arange(1, missing + 1, dtype=part.times.dtype, device=part.times.device)
     times = torch.cat([part.times, extra_times.expand(part.times.shape[0], missing)], 1)
     repeat = lambda v: torch.cat([v, v[:, -1:].expand(-1, missing, *v.shape[2:])], 1)  # noqa: E731
-    return GroundTruth(part.x0, times, repeat(part.states), repeat(part.velocities), part.evaluations)
+    return GroundTruth(part.x0, times, repeat(part.states), repeat(part.velocities), part.evaluations,
+                       part.conditions)
 
 
 def ground_truth(
@@ -235,6 +255,7 @@ def ground_truth(
     atol: float = DEFAULT_ATOL,
     max_step: float | None = DEFAULT_MAX_STEP,
     batch_size: int | None = None,
+    conditions: Conditions | None = None,
 ) -> GroundTruth:
     """Solve ``dx/dt = u(t, x)`` from each ``x0`` with dopri5 and keep the paths densely.
 
@@ -244,6 +265,8 @@ def ground_truth(
         rtol, atol: dopri5 tolerances.
         max_step: optional cap on dopri5's step, i.e. on the spacing of the stored knots.
         batch_size: paths solved together (they share step sizes); default all.
+        conditions: ``{name: (N, ...)}`` per-path conditions of a conditional ``u``
+            (bound with ``u.bind``), kept with the paths.
 
     Example:
         >>> from flowsolve.models.gaussian_mixture import GaussianMixtureFlow
@@ -253,11 +276,15 @@ def ground_truth(
         torch.Size([8, 4])
     """
     check_tolerances(rtol, atol, max_step)
+    if conditions:
+        check_conditions(conditions, x0.shape[0])
     batch_size = batch_size or x0.shape[0]
     parts = []
     for start in range(0, x0.shape[0], batch_size):
         chunk = x0[start : start + batch_size]
-        times, states, velocities, evaluations = solve_dense(u, chunk, rtol=rtol, atol=atol, max_step=max_step)
+        rows = {k: v[start : start + batch_size] for k, v in conditions.items()} if conditions else None
+        times, states, velocities, evaluations = solve_dense(bind(u, rows), chunk, rtol=rtol, atol=atol,
+                                                             max_step=max_step)
         parts.append(GroundTruth(chunk, times.expand(chunk.shape[0], -1), states.transpose(0, 1),
-                                 velocities.transpose(0, 1), float(evaluations)))
+                                 velocities.transpose(0, 1), float(evaluations), rows))
     return GroundTruth.concatenate(parts)

@@ -17,6 +17,7 @@ from flowsolve.core.errors import FlowsolveValueError
 from flowsolve.core.field import VelocityField
 from flowsolve.core.lipschitz import amplification  # noqa: F401  (re-exported: its former home)
 from flowsolve.core.solver_file import part_spec
+from flowsolve.models.conditioning import select_rows
 from flowsolve.training.ground_truth import GroundTruth
 from flowsolve.training.metrics import per_sample_rms
 
@@ -29,6 +30,10 @@ class Loss(abc.ABC):
     after its class, e.g. ``MyFinalError`` -> ``"my-final-error"``. A loss that weighs per-step
     errors declares ``needs_local_steps = True``: fit then refuses solvers without ``step(i, x)``
     (``has_local_steps``).
+
+    For a conditional model ``u`` arrives bound to the conditions of ``gt``'s paths, one row
+    per path; a loss that evaluates another arrangement of rows re-binds it with
+    :func:`flowsolve.models.conditioning.select_rows` (as :func:`local_errors` does).
     """
 
     kind: ClassVar[str] = "loss"  # the registry kind it is rebuilt through
@@ -129,6 +134,7 @@ def local_errors(solver, u: VelocityField, gt: GroundTruth, steps: torch.Tensor 
     times = solver.node_values().t[solver.grid.start_index.to(solver.grid.r.device)].to(device)
     per_sample_steps = steps.to(device).repeat_interleave(batch)
     paths = torch.arange(batch, device=device).repeat(len(steps))
+    u = select_rows(u, paths)  # a conditional field bound to the batch: its conditions for every (step, path)
     start = gt.at(times[per_sample_steps], paths)
     target = gt.at(times[per_sample_steps + 1], paths)
     if solver.history:  # a multistep step also starts from the exact states at the previous step points

@@ -32,6 +32,7 @@ import torch
 from flowsolve.core.atomic import atomic_write
 from flowsolve.core.errors import FlowsolveValueError
 from flowsolve.core.fingerprint import model_fingerprint
+from flowsolve.models.conditioning import ConditionDistribution, bind, check_conditions, distribution_of
 from flowsolve.training import distributed
 from flowsolve.training.ground_truth import (
     DEFAULT_ATOL,
@@ -44,6 +45,7 @@ from flowsolve.training.progress import Progress
 
 STORE_FORMAT = "flowsolve.trajectories"
 SHARD_FORMAT = "flowsolve.trajectory-shard"
+CONDITION_SEED_SALT = 0x5EED_C0DE  # conditions and noise of a shard come from different generators
 STORE_VERSION = 2  # 2: checksummed shards that carry their store key; a validated, self-hashed manifest
 
 # The manifest's fields and their types ("shape": a list of ints; None: JSON null allowed).
@@ -52,7 +54,10 @@ MANIFEST_FIELDS = {
     "seed": (int,), "rtol": (float,), "atol": (float,), "max_step": (float, None), "shard_size": (int,),
     "key_sha256": (str,),
 }
+# Present only in the key of a store of conditional paths (so unconditional keys are unchanged).
+OPTIONAL_MANIFEST_FIELDS = {"conditions": (dict,)}
 SHARD_FIELDS = {"format", "version", "store", "index", "count", "tensors", "sha256"}
+CONDITION_PREFIX = "condition."  # shard tensor "condition.labels" holds the paths' "labels"
 SHARD_TENSORS = {"x0", "times", "states", "velocities", "evaluations"}
 
 
@@ -96,12 +101,13 @@ def validate_manifest(found, where) -> dict:
             f"{where} has store version {version!r}; this flowsolve reads version {STORE_VERSION} only: "
             + ("upgrade flowsolve to read it" if newer else f"{fix} (older stores carry no checksums)")
         )
-    missing, unexpected = sorted(set(MANIFEST_FIELDS) - set(found)), sorted(set(found) - set(MANIFEST_FIELDS))
+    fields = {**MANIFEST_FIELDS, **OPTIONAL_MANIFEST_FIELDS}
+    missing, unexpected = sorted(set(MANIFEST_FIELDS) - set(found)), sorted(set(found) - set(fields))
     if missing or unexpected:
         found_wrong = [f"{label} fields {names}" for label, names in (("missing", missing), ("unexpected", unexpected))
                        if names]
         raise StoreMismatchError(f"{where}/manifest.json has {' and '.join(found_wrong)}; {fix}")
-    wrong = [f"{name} = {value!r}" for name, value in found.items() if not _has_type(value, MANIFEST_FIELDS[name])]
+    wrong = [f"{name} = {value!r}" for name, value in found.items() if not _has_type(value, fields[name])]
     if wrong:
         raise StoreMismatchError(f"{where}/manifest.json has fields of the wrong type: {', '.join(wrong)}; {fix}")
     key = {name: value for name, value in found.items() if name != "key_sha256"}
@@ -134,6 +140,9 @@ class GroundTruthStore:
         seed: noise seed; shard ``k`` draws its noise from ``(seed, k)``.
         rtol, atol, max_step: dopri5 settings (see :func:`flowsolve.ground_truth`).
         shard_size: paths per shard (solved together).
+        conditions: the :class:`~flowsolve.ConditionDistribution` each path's conditions are
+            drawn from (reproducibly from ``(seed, k)``, independently of the noise) and stored
+            with it; default: the model's ``condition_distribution`` (``None``: unconditional).
 
     Example:
         >>> from flowsolve.models.gaussian_mixture import GaussianMixtureFlow
@@ -155,6 +164,7 @@ class GroundTruthStore:
         atol: float = DEFAULT_ATOL,
         max_step: float | None = DEFAULT_MAX_STEP,
         shard_size: int = 256,
+        conditions: ConditionDistribution | None = None,
     ):
         if sample_shape is None:
             sample_shape = getattr(model, "sample_shape", None)
@@ -179,6 +189,9 @@ class GroundTruthStore:
             "max_step": None if max_step is None else float(max_step),
             "shard_size": int(shard_size),
         }
+        self.conditions = conditions if conditions is not None else distribution_of(model)
+        if self.conditions is not None:
+            self.key["conditions"] = self.conditions.to_dict()
         self.digest = key_digest(self.key)  # every shard on disk records it
         self.path = None if path is None else Path(path)
         self._memory: dict[int, dict] = {}
@@ -218,9 +231,9 @@ class GroundTruthStore:
                 f"{manifest} is unreadable ({error}); delete {self.path} to regenerate the store, or pass another path"
             ) from error
         stored = validate_manifest(found, self.path)
-        differing = sorted(k for k in self.key if stored[k] != self.key[k])
+        differing = sorted(k for k in set(self.key) | set(stored) if stored.get(k) != self.key.get(k))
         if differing:
-            details = ", ".join(f"{k}: stored {stored[k]!r}, requested {self.key[k]!r}" for k in differing)
+            details = ", ".join(f"{k}: stored {stored.get(k)!r}, requested {self.key.get(k)!r}" for k in differing)
             raise StoreMismatchError(
                 f"the trajectory store at {self.path} was made for another setting ({details}); "
                 "use another directory, or delete it to regenerate"
@@ -242,8 +255,10 @@ class GroundTruthStore:
     def _generate(self, shard: int) -> dict:
         """The tensors of one shard, solved from its reproducible noise."""
         x0 = noise(self.key["seed"], shard, self.key["shard_size"], self.sample_shape, self.dtype).to(self.device)
+        conditions = self._draw_conditions(shard)
+        field = bind(self.model, {k: v.to(self.device) for k, v in conditions.items()})
         times, states, velocities, evaluations = solve_dense(
-            self.model, x0, rtol=self.key["rtol"], atol=self.key["atol"], max_step=self.key["max_step"]
+            field, x0, rtol=self.key["rtol"], atol=self.key["atol"], max_step=self.key["max_step"]
         )
         return {
             "x0": x0.cpu(),
@@ -251,7 +266,22 @@ class GroundTruthStore:
             "states": states.transpose(0, 1).contiguous().cpu(),
             "velocities": velocities.transpose(0, 1).contiguous().cpu(),
             "evaluations": torch.tensor(float(evaluations)),
+            **{CONDITION_PREFIX + k: v.cpu() for k, v in conditions.items()},
         }
+
+    def _draw_conditions(self, shard: int) -> dict[str, torch.Tensor]:
+        """The conditions of one shard's paths: reproducible from ``(seed, shard)``, independent of its noise."""
+        if self.conditions is None:
+            return {}
+        generator = torch.Generator().manual_seed((self.key["seed"] * 1_000_003 + shard) ^ CONDITION_SEED_SALT)
+        drawn = self.conditions.sample(self.key["shard_size"], generator)
+        if set(drawn) != set(self.conditions.keys):
+            raise FlowsolveValueError(f"{self.conditions!r} drew {sorted(drawn)}, not its keys {list(self.conditions.keys)}")
+        return check_conditions(drawn, self.key["shard_size"])
+
+    def _tensor_names(self) -> set[str]:
+        keys = () if self.conditions is None else self.conditions.keys
+        return SHARD_TENSORS | {CONDITION_PREFIX + k for k in keys}
 
     def _shard_header(self, shard: int) -> dict:
         return {"format": SHARD_FORMAT, "version": STORE_VERSION, "store": self.digest, "index": shard,
@@ -329,9 +359,9 @@ class GroundTruthStore:
             return (f"is shard {header['index']!r} of {header['count']!r} paths, "
                     f"not shard {shard} of {self.key['shard_size']}")
         tensors = payload["tensors"]
-        if (not isinstance(tensors, dict) or set(tensors) != SHARD_TENSORS
+        if (not isinstance(tensors, dict) or set(tensors) != self._tensor_names()
                 or not all(isinstance(t, torch.Tensor) for t in tensors.values())):
-            return f"does not hold the tensors {sorted(SHARD_TENSORS)}"
+            return f"does not hold the tensors {sorted(self._tensor_names())}"
         if _shard_checksum(header, tensors) != payload["sha256"]:
             return "failed its checksum (the file is corrupt)"
         expected = (self.key["shard_size"], *self.sample_shape)
@@ -348,9 +378,11 @@ class GroundTruthStore:
         for shard in range(start // size, -(-(start + count) // size)):
             data = self._read(shard)
             lo, hi = max(start - shard * size, 0), min(start + count - shard * size, size)
+            conditions = {name[len(CONDITION_PREFIX):]: value[lo:hi] for name, value in data.items()
+                          if name.startswith(CONDITION_PREFIX)}
             part = GroundTruth(
                 data["x0"][lo:hi], data["times"].expand(hi - lo, -1), data["states"][lo:hi],
-                data["velocities"][lo:hi], float(data["evaluations"]),
+                data["velocities"][lo:hi], float(data["evaluations"]), conditions or None,
             )
             parts.append(part)
         return GroundTruth.concatenate(parts).to(device=device or self.device)
