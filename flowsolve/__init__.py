@@ -30,6 +30,8 @@ _EXPORTS = {
     "ClassifierFreeGuidance": ".models.guidance",
     "ConditionDistribution": ".models.conditioning",
     "DiscreteVP": ".paths.discrete_vp",
+    "GuidanceRange": ".solvers.guidance_range",
+    "GuidanceRangeSolver": ".solvers.guidance_range",
     "GuidanceScales": ".models.conditioning",
     "Labels": ".models.conditioning",
     "Euler": ".methods.runge_kutta",

@@ -80,7 +80,7 @@ def load(path, map_location: str | torch.device = "cpu"):
         raise SolverFileError(f"{path}: the header stores n_steps = {n_steps!r}, but a {family.label} solver with "
                               f"nfe={nfe!r} has {solver.n_steps} steps; the file is corrupt")
     _check_description(header, {"nfe": solver.nfe, "family": family.to_spec()}, path)
-    tensors = stored.tensors
+    tensors = type(solver).upgrade_parameters(stored.tensors)
     expected = {name: tuple(p.shape) for name, p in solver.params.items()}
     found = {name: tuple(t.shape) for name, t in tensors.items()}
     if expected != found:

@@ -137,3 +137,36 @@ def test_an_init_decides_the_nfe_and_a_method_not_starting_at_the_noise_is_refus
     assert solver.nfe == 5  # Midpoint could not spend 5 evaluations; the init can
     with pytest.raises(ValueError, match="EDM's Heun starts from sigma_max"):
         trace("edm-heun", 5, flow)
+
+
+def test_times_are_stored_relative_to_their_gaps():
+    """One Adam step moves each time by about lr times its gap to the nearest other time (or end),
+    so the finely spaced last times of a log-SNR grid keep their order at a usable lr."""
+    from flowsolve.models.gaussian_mixture import GaussianMixtureFlow
+    from flowsolve.paths.schedulers import VP
+
+    u = GaussianMixtureFlow.random(dim=4, components=2, seed=0, scheduler=VP())
+    solver = flowsolve.NonStationary().at(8, init="dpm-solver++(2m)", model=u)
+    before = solver.coefficients()[0].detach().clone()
+    gaps = torch.cat([before, torch.tensor([0.0, 1.0], dtype=torch.float64)]).unique().diff().min()
+    assert float(before[-1]) > 0.99 and float(gaps) < 1e-2  # a grid with a wide range of spacings
+    optimizer = torch.optim.Adam([solver.params["times"]], lr=1e-2)
+    x0 = torch.randn(16, 4, dtype=torch.float64, generator=torch.Generator().manual_seed(0))
+    solver.sample(u, x0, differentiable=True).square().mean().backward()
+    optimizer.step()
+    moved = (solver.coefficients()[0].detach() - before).abs()
+    scale = solver.params["time_scale"].detach()
+    assert bool((moved <= 1.001e-2 * scale + 1e-15).all()) and bool((moved > 0).any())
+    assert bool((solver.coefficients()[0].detach().diff() > 0).all())  # still ordered
+
+
+def test_files_without_time_scale_still_load(tmp_path):
+    solver = flowsolve.NonStationary().at(4)
+    tensors = {name: p.detach() for name, p in solver.params.items() if name != "time_scale"}
+    tensors["times"] = solver.coefficients()[0].detach()  # written before times were scaled
+    upgraded = type(solver).upgrade_parameters(tensors)
+    fresh = flowsolve.NonStationary().new_solver(4)
+    with torch.no_grad():
+        for name, value in upgraded.items():
+            fresh.params[name].copy_(value)
+    torch.testing.assert_close(fresh.coefficients()[0], solver.coefficients()[0])

@@ -21,9 +21,10 @@ def flowsolve_transforms():
 
 @hookimpl
 def flowsolve_solver_families():
+    from flowsolve.solvers.guidance_range import GuidanceRange
     from flowsolve.solvers.nonstationary import NonStationary
 
-    return {NonStationary.name: NonStationary}
+    return {NonStationary.name: NonStationary, GuidanceRange.name: GuidanceRange}
 
 
 @hookimpl

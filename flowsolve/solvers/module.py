@@ -101,6 +101,12 @@ class SolverModule(nn.Module, abc.ABC):
         with torch.set_grad_enabled(differentiable and torch.is_grad_enabled()):
             return self._sample(u, x0, return_intermediates, check_finite, checkpoint_steps and differentiable)
 
+    @classmethod
+    def upgrade_parameters(cls, tensors: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        """The parameters of a solver file written by an older version, in today's layout
+        (unchanged unless a subclass changed its parameters)."""
+        return tensors
+
     def out_of_range(self) -> list[str]:
         """What is out of range in values derived from finite parameters (e.g. a scale of 0), for
         fit to stop with; nothing by default."""

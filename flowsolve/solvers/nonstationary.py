@@ -41,9 +41,14 @@ class NonStationarySolver(SolverModule):
 
     Parameters (float64): ``times`` ``(m,)``, clamped to ``[0, 1]`` where the field is called,
     and ``weights`` ``(m, m + 1)``, row ``k`` giving ``z_{k+1}`` over ``[x_0, v_0, ..., v_{m-1}]``
-    (entries past ``v_k`` are masked). Weights are stored divided by a per-column scale fixed at
-    initialisation (``weight_scale``, not trained), so Adam's steps are relative to each
-    velocity's own coefficient size, which spans orders of magnitude on diffusion paths.
+    (entries past ``v_k`` are masked). Both are stored divided by a scale fixed at
+    initialisation (not trained), so Adam's steps (about ``lr`` per raw parameter whatever its
+    size) are relative changes: weights per column (``weight_scale``: each velocity's
+    coefficient size, which spans orders of magnitude on diffusion paths) and times per
+    evaluation (``time_scale``: the gap to the nearest other evaluation time or end point, which
+    on a log-SNR grid runs from ~0.1 down to ~1e-4 near the data). Without the time scale a
+    learning rate that moves the coarse early times usefully jumps the last, finely spaced times
+    past each other.
 
     Args:
         nfe: number of velocity evaluations ``m``.
@@ -65,6 +70,7 @@ class NonStationarySolver(SolverModule):
             "times": nn.Parameter(torch.zeros(m, dtype=torch.float64)),
             "weights": nn.Parameter(torch.zeros(m, m + 1, dtype=torch.float64)),
             "weight_scale": nn.Parameter(torch.ones(m + 1, dtype=torch.float64), requires_grad=False),
+            "time_scale": nn.Parameter(torch.ones(m, dtype=torch.float64), requires_grad=False),
         })
         self.register_buffer("mask", torch.ones(m, m + 1, dtype=torch.float64).tril(1), persistent=False)
         self.metadata: dict = {}
@@ -89,12 +95,12 @@ class NonStationarySolver(SolverModule):
     def coefficients(self) -> tuple[torch.Tensor, torch.Tensor]:
         """``(times, weights)``: the evaluation times and the ``(m, m + 1)`` combination weights."""
         weights = self.params["weights"] * self.params["weight_scale"] * self.mask
-        return self.params["times"], weights
+        return self.params["times"] * self.params["time_scale"], weights
 
     def set_coefficients(self, times: torch.Tensor, weights: torch.Tensor) -> None:
         """Set times and weights (e.g. from :func:`trace`); rescales the stored weights per column."""
         m = self.nfe
-        times, weights = (torch.as_tensor(v, dtype=torch.float64).cpu() for v in (times, weights))
+        times, weights = (torch.as_tensor(v, dtype=torch.float64).detach().cpu() for v in (times, weights))
         if times.shape != (m,) or weights.shape != (m, m + 1):
             raise FlowsolveValueError(f"need times ({m},) and weights ({m}, {m + 1}), got {tuple(times.shape)} and {tuple(weights.shape)}")
         mask = self.get_buffer("mask").cpu()
@@ -103,10 +109,19 @@ class NonStationarySolver(SolverModule):
         scale = weights.abs().amax(0)
         scale = torch.where(scale > 0, scale, torch.ones_like(scale))
         scale[0] = 1.0  # x_0's weights stay as they are
+        time_scale = _time_scales(times)
         with torch.no_grad():
-            self.params["times"].copy_(times)
+            self.params["times"].copy_(times / time_scale)
+            self.params["time_scale"].copy_(time_scale)
             self.params["weight_scale"].copy_(scale)
             self.params["weights"].copy_(weights / scale)
+
+    @classmethod
+    def upgrade_parameters(cls, tensors: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        """Parameters of a file written before ``time_scale`` existed: its times are unscaled."""
+        if "time_scale" not in tensors and "times" in tensors:
+            return {**tensors, "time_scale": torch.ones_like(tensors["times"])}
+        return tensors
 
     def initialise(self, init, model=None) -> None:
         """Start from ``init``: any method :func:`trace` accepts, or a solver of this family at this NFE."""
@@ -147,6 +162,22 @@ class NonStationarySolver(SolverModule):
 
     def extra_repr(self) -> str:
         return f"nfe={self.nfe}, params={self.num_params}"
+
+
+# Smallest time scale: a repeated time (two stages at one time) has no gap of its own.
+MIN_TIME_SCALE = 1e-6
+
+
+def _time_scales(times: torch.Tensor) -> torch.Tensor:
+    """Per evaluation time, the distance to the nearest *other* time among the evaluation times
+    and the end points 0 and 1 (at least :data:`MIN_TIME_SCALE`)."""
+    points = torch.cat([times, times.new_tensor([0.0, 1.0])]).unique()
+    scales = []
+    for t in times.tolist():
+        gaps = (points - t).abs()
+        gaps = gaps[gaps > 0]
+        scales.append(float(gaps.min()) if gaps.numel() else 1.0)
+    return torch.tensor(scales, dtype=torch.float64).clamp_min(MIN_TIME_SCALE)
 
 
 # -- tracing a linear method -------------------------------------------------------------------

@@ -1,0 +1,159 @@
+"""Learned solvers against the strongest free solvers on the bundled animal U-Nets.
+
+Usage::
+
+    OMP_NUM_THREADS=1 python benchmarks/animals.py --model animals-fm-ot --guidance 2 --nfe 8 10 \\
+        [--train 128 --val 32 --test 128 --iterations 150 --batch 4 --rtol 1e-4] [--out .bench/animals]
+
+For one model and guidance weight ``w`` (labels drawn uniformly, one per path):
+
+1. ground truth (dopri5) for the fit's validation + training paths (noise seed 0) and for the
+   held-out test paths (noise seed 1), kept in on-disk stores (an interrupted run resumes);
+2. every registered baseline at every NFE on the test paths, with RMSE/PSNR and, when the
+   quality metric is installed, FD-classifier and class accuracy (and the same for the
+   ground truth itself);
+3. per NFE, a non-stationary solver fitted with ``fit``'s defaults except the budget options
+   given here, started from the best of DPM-Solver++(2M/3M) and UniPC *on the validation
+   paths* (checkpointed: a rerun continues), scored on the test paths;
+4. a summary: per NFE the learned solver's RMSE against the best of DPM-Solver++(2M)/(3M) and
+   UniPC (each on its best grid, chosen on the test paths, which favours the baselines), the
+   ratio, and per-class RMSE of the learned solver.
+
+Everything is cached under ``--out`` (JSON rows, solver files); rerunning prints the tables.
+Timings are wall seconds on this machine with one thread.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+from pathlib import Path
+
+os.environ.setdefault("OMP_NUM_THREADS", "1")
+
+import torch  # noqa: E402
+
+import flowsolve  # noqa: E402
+from flowsolve import zoo  # noqa: E402
+from flowsolve.plugins.registry import registry  # noqa: E402
+from flowsolve.training.evaluation import compare, save_rows, table  # noqa: E402
+from flowsolve.training.metrics import per_sample_rms  # noqa: E402
+
+STRONG_BASELINES = ("dpm-solver++(2m)", "dpm-solver++(3m)", "unipc-bh2")
+
+
+def quality_metric():
+    try:
+        from flowsolve.training.quality import SampleQuality
+        return SampleQuality.animals()
+    except Exception as error:  # the metric is optional here: RMSE alone still answers the question
+        print(f"(no FD-classifier: {error})", file=sys.stderr)
+        return None
+
+
+def strong(method: str) -> bool:
+    return any(method == name or method.startswith(name + " ") for name in STRONG_BASELINES)
+
+
+def cached(path: Path, compute):
+    if path.exists():
+        return json.loads(path.read_text())
+    value = compute()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(json.dumps(value, indent=1))
+    tmp.replace(path)
+    return value
+
+
+def best_strong_on(u, paths, nfe: int) -> str:
+    """The strong baseline (name) with the lowest RMSE on ``paths`` at ``nfe`` (validation choice)."""
+    rows = compare(u, paths, [nfe], baselines={k: v for k, v in registry().baselines().items() if strong(k)})
+    return min(rows, key=lambda r: r["rmse"])["method"]
+
+
+def per_class_rmse(solver, u, paths) -> dict[int, float]:
+    with torch.no_grad():
+        errors = per_sample_rms(solver.sample(paths.field(u), paths.x0) - paths.x1)
+    labels = paths.conditions["labels"]
+    return {int(k): float(errors[labels == k].mean()) for k in labels.unique()}
+
+
+def main(argv=None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--model", default="animals-fm-ot", choices=zoo.CONDITIONAL_MODEL_NAMES)
+    parser.add_argument("--guidance", type=float, default=2.0)
+    parser.add_argument("--nfe", type=int, nargs="+", default=[8, 10])
+    parser.add_argument("--baseline-nfe", type=int, nargs="+", default=[4, 6, 8, 10, 12, 16])
+    parser.add_argument("--train", type=int, default=128)
+    parser.add_argument("--val", type=int, default=32)
+    parser.add_argument("--test", type=int, default=128)
+    parser.add_argument("--iterations", type=int, default=150)
+    parser.add_argument("--batch", type=int, default=4)
+    parser.add_argument("--lr", type=float, default=None, help="default: fit's")
+    parser.add_argument("--rtol", type=float, default=1e-4, help="dopri5 rtol = atol of the ground truth")
+    parser.add_argument("--shard", type=int, default=32)
+    parser.add_argument("--out", default=".bench/animals")
+    args = parser.parse_args(argv)
+    torch.set_num_threads(1)
+
+    tag = f"{args.model}-w{args.guidance:g}"
+    out = Path(args.out) / tag
+    u = zoo.load_model(args.model, guidance=args.guidance)
+    stores = Path(args.out) / "stores" / f"{tag}-rtol{args.rtol:g}"
+    gt_options = dict(rtol=args.rtol, atol=args.rtol, shard_size=args.shard)
+    fit_store = flowsolve.GroundTruthStore(stores / "fit", u, seed=0, **gt_options)
+    test_store = flowsolve.GroundTruthStore(stores / "test", u, seed=1, **gt_options)
+    started = time.perf_counter()
+    validation = fit_store.load(args.val, progress=True)
+    fit_store.load(args.train, start=args.val, progress=True)
+    test = test_store.load(args.test, progress=True)
+    print(f"{tag}: ground truth ready ({time.perf_counter() - started:.0f}s this run; dopri5 "
+          f"{test.evaluations:.0f} evaluations per path)", flush=True)
+
+    quality = quality_metric()
+    baseline_rows = cached(out / f"baselines-test{args.test}.json",
+                           lambda: compare(u, test, args.baseline_nfe, quality=quality))
+    learned_rows = []
+    for nfe in args.nfe:
+        def fit_and_score(nfe=nfe):
+            init = best_strong_on(u, validation, nfe)
+            options = dict(iterations=args.iterations, batch_size=args.batch, train_trajectories=args.train,
+                           val_trajectories=args.val, store=fit_store, checkpoint=out / f"non-stationary-nfe{nfe}.ckpt",
+                           init=init.removesuffix(" best grid"), progress=True)
+            if args.lr is not None:
+                options["lr"] = args.lr
+            began = time.perf_counter()
+            solver = flowsolve.NonStationary().fit(u, nfe=nfe, **options)
+            seconds = time.perf_counter() - began
+            solver.save(out / f"non-stationary-nfe{nfe}.pt")
+            [row] = [r for r in compare(u, test, [], solvers=[("bespoke non-stationary", solver)], baselines={},
+                                        quality=quality) if r["method"] != "ground truth"]
+            history = solver.metadata["history"]
+            return {**row, "init": init, "fit_seconds": seconds, "val_start": history[0]["val_rmse"],
+                    "val_best": solver.metadata["validation"]["rmse"], "per_class_rmse": per_class_rmse(solver, u, test)}
+        learned_rows.append(cached(out / f"non-stationary-nfe{nfe}-test{args.test}.json", fit_and_score))
+
+    rows = baseline_rows + [{k: v for k, v in r.items() if k in ("method", "budget", "nfe", "rmse", "psnr", "fd",
+                                                                   "accuracy")} for r in learned_rows]
+    nfes = sorted(set(args.baseline_nfe) | set(args.nfe))
+    print(f"\n{tag}: RMSE / PSNR on {args.test} held-out paths\n" + table(rows, nfes))
+    save_rows(rows, nfes, out, f"{tag}", f"{args.model}, guidance {args.guidance:g}")
+    print(f"\n{tag}: learned vs the best of {', '.join(STRONG_BASELINES)} (any grid)")
+    for learned in learned_rows:
+        nfe = learned["budget"]
+        best = min((r for r in baseline_rows if strong(r["method"]) and r["budget"] == nfe), key=lambda r: r["rmse"])
+        extra = "".join(f", {k} {learned[k]:.3g} vs {best[k]:.3g}" for k in ("fd", "accuracy") if k in learned)
+        print(f"  NFE {nfe}: {learned['rmse']:.4f} vs {best['method']} {best['rmse']:.4f} -> "
+              f"{best['rmse'] / learned['rmse']:.2f}x{extra}; start {learned['init']}, validation "
+              f"{learned['val_start']:.4f} -> {learned['val_best']:.4f}, fit {learned['fit_seconds']:.0f}s")
+    truth = [r for r in baseline_rows if r["method"] == "ground truth"]
+    if truth:
+        print(f"  ground truth: FD {truth[0].get('fd', float('nan')):.3g}, accuracy {truth[0].get('accuracy', float('nan')):.3f}")
+
+
+if __name__ == "__main__":
+    main()
