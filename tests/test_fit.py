@@ -255,3 +255,29 @@ def test_diverging_solver_parameters_blame_the_learning_rate_not_the_model(flow,
     with pytest.raises(FloatingPointError, match=expected) as info:
         family.fit(flow, nfe=4, iterations=5, lr=1e3, **SMALL)
     assert not isinstance(info.value, NonFiniteVelocityError)
+
+
+def test_a_time_budget_stops_the_fit_and_a_rerun_continues(tmp_path, flow, family):
+    options = dict(nfe=4, iterations=40, validate_every=10, seed=2, checkpoint=tmp_path / "fit.ckpt", **SMALL)
+    stopped = family.fit(flow, max_minutes=1e-9, **options)  # out of time after the first step
+    assert stopped.metadata["stopped_at"] == 1 and stopped.metadata["history"][-1]["iteration"] == 1
+    finished = family.fit(flow, **options)
+    assert finished.metadata["stopped_at"] == 40
+    uninterrupted = family.fit(flow, **{**options, "checkpoint": None})
+    for name in finished.params:
+        torch.testing.assert_close(finished.params[name], uninterrupted.params[name], rtol=1e-12, atol=1e-12)
+    with pytest.raises(ValueError, match="max_minutes"):
+        family.fit(flow, max_minutes=0, **options)
+
+
+def test_learning_rate_defaults_and_schedules_per_family(flow, family):
+    from flowsolve.training.fit import LR_SCHEDULES
+
+    assert family.default_lr == 2e-3 and family.default_lr_schedule == "constant"
+    assert flowsolve.NonStationary.default_lr == 3e-2 and flowsolve.NonStationary.default_lr_schedule == "cosine"
+    cosine = LR_SCHEDULES["cosine"]
+    assert cosine(0.0) == 1.0 and abs(cosine(0.5) - 0.525) < 1e-12 and abs(cosine(1.0) - 0.05) < 1e-12
+    solver = flowsolve.NonStationary().fit(flow, nfe=4, iterations=10, validate_every=5, **SMALL)
+    assert solver.metadata["fit"]["lr"] == 3e-2 and solver.metadata["fit"]["lr_schedule"] == "cosine"
+    with pytest.raises(ValueError, match="lr_schedule"):
+        family.fit(flow, nfe=4, iterations=1, lr_schedule="linear", **SMALL)

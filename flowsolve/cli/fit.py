@@ -19,7 +19,7 @@ from flowsolve.cli.options import (
 )
 
 # Options handed to ParametricFamily.fit only when given, so that fit's own defaults apply otherwise.
-FIT_OPTIONS = ("iterations", "batch_size", "lr")
+FIT_OPTIONS = ("iterations", "batch_size", "lr", "train_trajectories", "val_trajectories")
 
 
 def add_parser(commands) -> None:
@@ -36,7 +36,13 @@ def add_parser(commands) -> None:
                                        "baseline / base-solver name (e.g. dpm-solver++(2m))")
     parser.add_argument("--iterations", type=positive_int, help="Adam steps (default: flowsolve.fit's)")
     parser.add_argument("--batch-size", type=positive_int, help="paths per Adam step (default: flowsolve.fit's)")
-    parser.add_argument("--lr", type=positive_float, help="Adam's step size (default: flowsolve.fit's)")
+    parser.add_argument("--lr", type=positive_float, help="Adam's step size (default: the family's)")
+    parser.add_argument("--train-trajectories", type=positive_int,
+                        help="ground-truth paths to train on (default: flowsolve.fit's)")
+    parser.add_argument("--val-trajectories", type=positive_int,
+                        help="ground-truth paths to validate on (default: flowsolve.fit's)")
+    parser.add_argument("--minutes", type=positive_float,
+                        help="stop training after this many minutes (validated and checkpointed; rerun to continue)")
     parser.add_argument("-o", "--output", default="solver.pt", help="solver file to write (default solver.pt)")
     parser.add_argument("--checkpoint", type=Path,
                         help="progress file (default: in the cache, one per model and settings)")
@@ -62,7 +68,8 @@ def run(args: argparse.Namespace) -> int:
     checkpoint = args.checkpoint or checkpoint_path(_run_name(store, family, args))
     started = time.perf_counter()
     solver = family.fit(model, nfe=args.nfe, store=store, progress=not args.quiet, checkpoint=checkpoint,
-                        init=_init(args.init), device=store.device, dtype=store.dtype, **fit_options)
+                        init=_init(args.init), device=store.device, dtype=store.dtype, max_minutes=args.minutes,
+                        **fit_options)
     if not current().is_main:  # under torchrun, rank 0 writes the file and reports
         return 0
     solver.save(args.output)

@@ -98,7 +98,14 @@ class ParametricFamily(Family):
             nfe: evaluation budget of the fitted solver.
             loss: a :class:`~flowsolve.training.losses.Loss`; default ``RMSEBound(L_tau)``.
             L_tau: Lipschitz hyper-parameter of the default loss (1.0).
-            iterations, batch_size, lr: Adam training loop (defaults 1000, 32, 2e-3).
+            iterations, batch_size, lr: Adam training loop (defaults 1000, 32, and the
+                family's ``default_lr``: 2e-3 here, 3e-2 for the non-stationary families whose
+                parameters are stored relative to their scale).
+            lr_schedule: ``"constant"`` or ``"cosine"`` (decay to 5% over ``iterations``);
+                default the family's ``default_lr_schedule``.
+            max_minutes: stop after this much wall time of training (validated and
+                checkpointed there; ``solver.metadata["stopped_at"]`` says where). A rerun with
+                the same checkpoint continues.
             train_trajectories, val_trajectories: ground-truth paths for training and
                 for validation (held-out noise); defaults 1024 and 256.
             validate_every: iterations between validations (and checkpoints).

@@ -25,6 +25,10 @@ class Family(abc.ABC):
     base: BaseMethod  # the method its solvers start from (a transform x base family: step with)
     has_local_steps: ClassVar[bool]
     conformance_checks: ClassVar[tuple[str, ...]]
+    # Adam's step size when fit is given none: a family whose parameters are stored relative to
+    # their own scale (non-stationary) takes larger steps than one with raw times and scales.
+    default_lr: ClassVar[float] = 2e-3
+    default_lr_schedule: ClassVar[str] = "constant"  # or "cosine" (see flowsolve.training.fit.LR_SCHEDULES)
 
     @property
     @abc.abstractmethod

@@ -38,6 +38,13 @@ from flowsolve.training.store import GroundTruthStore
 
 CHECKPOINT_FORMAT = "flowsolve.fit-checkpoint"  # unchanged since format 1: old checkpoints resume
 
+# Learning-rate factor at fraction f of the iterations: constant, or a cosine decay to 5% (the
+# last steps settle instead of rattling at the full step size).
+LR_SCHEDULES = {
+    "constant": lambda f: 1.0,
+    "cosine": lambda f: 0.05 + 0.95 * 0.5 * (1 + math.cos(math.pi * min(f, 1.0))),
+}
+
 
 def evaluate(solver, u, reference, *, batch_size: int = 1024) -> dict:
     """RMSE and PSNR of ``solver`` against ground truth.
@@ -89,7 +96,7 @@ def fit(
     L_tau: float | None = None,
     iterations: int = 1000,
     batch_size: int = 32,
-    lr: float = 2e-3,
+    lr: float | None = None,
     train_trajectories: int = 1024,
     val_trajectories: int = 256,
     validate_every: int = 50,
@@ -106,6 +113,8 @@ def fit(
     init=None,
     progress: bool | None = None,
     conditions: ConditionDistribution | None = None,
+    max_minutes: float | None = None,
+    lr_schedule: str | None = None,
 ):
     """Fit ``family.at(nfe)`` to ``model`` (see :meth:`ParametricFamily.fit`)."""
     # Every number is checked before any ground truth is solved, so a typo costs nothing.
@@ -116,6 +125,15 @@ def fit(
     for name, value in (("seed", seed), ("noise_seed", noise_seed)):
         if isinstance(value, bool) or not isinstance(value, int):
             raise FlowsolveValueError(f"{name} must be an int, got {value!r}")
+    if lr is None:
+        lr = family.default_lr
+    if lr_schedule is None:
+        lr_schedule = family.default_lr_schedule
+    if lr_schedule not in LR_SCHEDULES:
+        raise FlowsolveValueError(f"lr_schedule must be one of {sorted(LR_SCHEDULES)}, got {lr_schedule!r}")
+    if max_minutes is not None and (isinstance(max_minutes, bool) or not isinstance(max_minutes, numbers.Real)
+                                    or not (math.isfinite(max_minutes) and max_minutes > 0)):
+        raise FlowsolveValueError(f"max_minutes must be a positive number of minutes (or None), got {max_minutes!r}")
     if isinstance(lr, bool) or not isinstance(lr, numbers.Real) or not (math.isfinite(lr) and lr > 0):
         raise FlowsolveValueError(f"lr must be a positive finite number (Adam's step size, e.g. 2e-3), got {lr!r}")
     if L_tau is not None and (isinstance(L_tau, bool) or not isinstance(L_tau, numbers.Real)
@@ -155,6 +173,7 @@ def fit(
         "nfe": nfe, "loss": loss.to_dict(), "iterations": iterations, "batch_size": batch_size, "lr": lr,
         "train_trajectories": train_trajectories, "val_trajectories": val_trajectories,
         "validate_every": validate_every, "seed": seed, "store": store.key,
+        **({} if lr_schedule == "constant" else {"lr_schedule": lr_schedule}),  # old checkpoints keep their hash
         "init": None if init is None else _init_label(init),
     }
     optimizer = torch.optim.Adam(solver.parameters(), lr=lr)
@@ -176,11 +195,13 @@ def fit(
         return record
 
     fit_started = time.perf_counter()
+    deadline = None if max_minutes is None else fit_started + 60 * max_minutes
     try:
         _train(solver, model, loss, optimizer, generator, training, state, validate, settings,
                checkpoint if context.is_main else None, context,
                iterations=iterations, batch_size=batch_size, validate_every=validate_every, device=device,
-               progress=progress, label=f"fit {family.label} nfe={nfe}")
+               progress=progress, label=f"fit {family.label} nfe={nfe}", deadline=deadline,
+               lr_at=lambda i: lr * LR_SCHEDULES[lr_schedule](i / iterations))
     except NonFiniteVelocityError as error:
         raise NonFiniteVelocityError(f"fit stopped at iteration {state['iteration']}: {error}") from error
 
@@ -196,6 +217,7 @@ def fit(
         "history": state["history"],
         "timing": {"ground_truth_seconds": ground_truth_seconds, "fit_seconds": time.perf_counter() - fit_started,
                    "ground_truth_nfe_per_path": training.evaluations},
+        "stopped_at": state["iteration"],  # below settings["iterations"] when max_minutes ended the fit
     }
     return solver
 
@@ -209,7 +231,7 @@ def _validation_metrics(solver, model, validation, context) -> dict:
 
 
 def _train(solver, model, loss, optimizer, generator, training, state, validate, settings, checkpoint, context, *,
-           iterations, batch_size, validate_every, device, progress, label):
+           iterations, batch_size, validate_every, device, progress, label, deadline=None, lr_at=None):
     if state["iteration"] == 0 and not state["history"]:
         state["history"].append({**validate(), "train_loss": None})
     with Progress(iterations, label, enabled=progress, start=state["iteration"]) as bar:
@@ -218,6 +240,9 @@ def _train(solver, model, loss, optimizer, generator, training, state, validate,
             # Every rank draws the same global batch and works on its own slice of it.
             batch = torch.randint(len(training), (batch_size,), generator=generator)
             batch = batch.chunk(context.world)[context.rank].to(device)
+            if lr_at is not None:  # a function of the iteration alone, so a resumed fit continues the schedule
+                for group in optimizer.param_groups:
+                    group["lr"] = lr_at(state["iteration"])
             optimizer.zero_grad(set_to_none=True)
             paths = training.subset(batch)
             value = loss.backward(solver, paths.field(model), paths)
@@ -233,7 +258,9 @@ def _train(solver, model, loss, optimizer, generator, training, state, validate,
             _check_parameters(solver, state["iteration"], optimizer.param_groups[0]["lr"])
             state["iteration"] += 1
             running.append(float(value))
-            if state["iteration"] % validate_every == 0 or state["iteration"] == iterations:
+            # Every rank stops at the same iteration: rank 0's clock decides.
+            out_of_time = deadline is not None and bool(context.share(time.perf_counter() > deadline, owner=0))
+            if state["iteration"] % validate_every == 0 or state["iteration"] == iterations or out_of_time:
                 record = {**validate(), "train_loss": sum(running) / len(running)}
                 running = []
                 state["history"].append(record)
@@ -241,6 +268,8 @@ def _train(solver, model, loss, optimizer, generator, training, state, validate,
                     _save_checkpoint(checkpoint, settings, solver, optimizer, generator, state)
                 bar.update(0, loss=record["train_loss"], val_rmse=record["val_rmse"], best=state["best_rmse"])
             bar.update(1)
+            if out_of_time:
+                break
 
 
 def _check_gradients(solver, iteration: int, loss: float) -> None:
