@@ -8,6 +8,7 @@ import math
 import numbers
 import time
 from pathlib import Path
+from typing import Any
 
 import torch
 
@@ -134,8 +135,9 @@ def fit(
     if max_minutes is not None and (isinstance(max_minutes, bool) or not isinstance(max_minutes, numbers.Real)
                                     or not (math.isfinite(max_minutes) and max_minutes > 0)):
         raise FlowsolveValueError(f"max_minutes must be a positive number of minutes (or None), got {max_minutes!r}")
-    if isinstance(lr, bool) or not isinstance(lr, numbers.Real) or not (math.isfinite(lr) and lr > 0):
+    if isinstance(lr, bool) or not isinstance(lr, (int, float)) or not (math.isfinite(lr) and lr > 0):
         raise FlowsolveValueError(f"lr must be a positive finite number (Adam's step size, e.g. 2e-3), got {lr!r}")
+    lr = float(lr)
     if L_tau is not None and (isinstance(L_tau, bool) or not isinstance(L_tau, numbers.Real)
                               or not (math.isfinite(L_tau) and L_tau >= 0)):
         raise FlowsolveValueError(
@@ -178,7 +180,7 @@ def fit(
     }
     optimizer = torch.optim.Adam(solver.parameters(), lr=lr)
     generator = torch.Generator().manual_seed(seed)
-    state = {"iteration": 0, "history": [], "best": None, "best_rmse": math.inf}
+    state: dict[str, Any] = {"iteration": 0, "history": [], "best": None, "best_rmse": math.inf}
     checkpoint = None if checkpoint is None else Path(checkpoint)
     # Rank 0 decides whether to resume and hands its checkpoint to the others (whose disks may differ).
     saved = context.share(_read_checkpoint(checkpoint) if checkpoint is not None and checkpoint.exists() else None,
