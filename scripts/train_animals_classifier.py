@@ -44,7 +44,7 @@ from flowsolve.models.zoo.classifier import NET_PREFIX, NUM_CLASSES, AnimalsClas
 from flowsolve.training.quality import feature_statistics, frechet_distance  # noqa: E402
 
 SEED = 0
-EPOCHS = 8
+EPOCHS = 10
 BATCH = 128
 LEARNING_RATE = 2e-3
 WEIGHT_DECAY = 1e-4
@@ -53,7 +53,7 @@ MAX_SHIFT = 2
 HALF_SEED = 1
 FLOOR_SEED = 2
 FLOOR_SIZES = (128, 256, 500, 1000)
-FLOOR_DRAWS = 5
+FLOOR_DRAWS = 20
 RECIPE = (f"AnimalsClassifier (16, 48, 96); seed {SEED}; {{epochs}} epochs of the 9000 training images; batch {BATCH}; "
           f"AdamW lr {LEARNING_RATE:g} (warmup {WARMUP} steps, cosine to 0), weight decay {WEIGHT_DECAY:g}; "
           f"cross-entropy; random shifts up to {MAX_SHIFT} px (pad -1); one CPU thread")
@@ -92,7 +92,7 @@ def train(images: torch.Tensor, labels: torch.Tensor, epochs: int) -> AnimalsCla
             optimiser.zero_grad(set_to_none=True)
             loss.backward()
             optimiser.step()
-            running += float(loss) * batch.numel()
+            running += float(loss.detach()) * batch.numel()
             correct += float((logits.argmax(1) == labels[batch]).sum())
             step += 1
         print(f"epoch {epoch + 1}/{epochs}: loss {running / images.shape[0]:.4f}, "

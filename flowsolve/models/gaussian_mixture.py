@@ -101,3 +101,43 @@ class GaussianMixtureFlow:
         return self.means[component] + self.stds[component, None] * noise
 
 
+
+
+class ConditionalGaussianMixture(torch.nn.Module):
+    """An exact class-conditional network ``net(x, t, labels)`` for classifier-free guidance:
+    class ``k`` is component ``k`` of ``mixture`` alone, the null label ``K`` (the number of
+    components) the whole mixture. Wrapped in :class:`~flowsolve.ClassifierFreeGuidance` and
+    adapted as ``"fm-ot"`` (or the mixture's scheduler's velocity), every guided field has a
+    closed form to test and benchmark against.
+
+    Example:
+        >>> mixture = GaussianMixtureFlow.random(dim=4, components=3, seed=0)
+        >>> net = ConditionalGaussianMixture(mixture)
+        >>> net(torch.zeros(2, 4), torch.full((2,), 0.5), torch.tensor([0, 3])).shape
+        torch.Size([2, 4])
+    """
+
+    def __init__(self, mixture: GaussianMixtureFlow):
+        super().__init__()
+        self.mixture = mixture
+        self.null_label = mixture.means.shape[0]
+        self.per_class = [
+            GaussianMixtureFlow(mixture.means[k : k + 1], mixture.stds[k : k + 1], torch.ones(1, dtype=torch.float64),
+                                mixture.scheduler)
+            for k in range(self.null_label)
+        ]
+        self.register_buffer("means", mixture.means.clone())  # so fingerprints see which mixture it is
+        self.register_buffer("stds", mixture.stds.clone())
+        self.sample_shape = mixture.sample_shape
+
+    def class_flow(self, label: int) -> GaussianMixtureFlow:
+        """The exact flow of one label (the mixture for the null label)."""
+        return self.mixture if label == self.null_label else self.per_class[label]
+
+    def forward(self, x: torch.Tensor, t: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+        t = torch.as_tensor(t, dtype=x.dtype, device=x.device).expand(x.shape[0])
+        out = torch.empty_like(x)
+        for label in labels.unique().tolist():
+            rows = labels == label
+            out[rows] = self.class_flow(int(label))(t[rows], x[rows])
+        return out

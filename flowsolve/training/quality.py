@@ -83,7 +83,8 @@ def feature_statistics(features) -> tuple[torch.Tensor, torch.Tensor]:
         raise FlowsolveValueError(f"features must be shaped (n, d) with n >= 2, got {tuple(features.shape)}")
     mean = features.mean(dim=0)
     centred = features - mean
-    return mean, centred.T @ centred / (features.shape[0] - 1)
+    cov = centred.T @ centred / (features.shape[0] - 1)
+    return mean, (cov + cov.T) / 2  # exactly symmetric, whatever the matmul round-off
 
 
 class SampleQuality:

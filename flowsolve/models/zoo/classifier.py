@@ -117,24 +117,28 @@ def load_classifier() -> tuple[AnimalsClassifier, ReferenceStatistics]:
 
     Raises:
         FlowsolveFileNotFoundError: the weight file is missing.
+        FlowsolveValueError: the file lacks a reference statistic.
     """
     path = classifier_weights_path()
     if not path.is_file():
         raise FlowsolveFileNotFoundError(f"the animal-mnist classifier weights are missing ({path}); "
                                          f"recreate them with: {RECREATE}")
-    from safetensors.torch import load as load_safetensors  # optional dependency: only loading needs it
+    from safetensors.torch import load as load_safetensors  # imported on use, as the zoo catalog does
 
     data = path.read_bytes()
     tensors = load_safetensors(data)
     metadata = _read_metadata(data)
     net = AnimalsClassifier()
     net.load_state_dict({key[len(NET_PREFIX):]: value for key, value in tensors.items() if key.startswith(NET_PREFIX)})
-    reference = ReferenceStatistics(
-        mean=tensors["reference.mean"], cov=tensors["reference.cov"], class_counts=tensors["reference.class_counts"],
-        held_out_accuracy=float(metadata["held_out_accuracy"]), split_half_fd=float(metadata["split_half_fd"]),
-        data_floor_fd={int(n): float(fd) for n, fd in json.loads(metadata["data_floor_fd"]).items()},
-        metadata=metadata,
-    )
+    try:
+        reference = ReferenceStatistics(
+            mean=tensors["reference.mean"], cov=tensors["reference.cov"], class_counts=tensors["reference.class_counts"],
+            held_out_accuracy=float(metadata["held_out_accuracy"]), split_half_fd=float(metadata["split_half_fd"]),
+            data_floor_fd={int(n): float(fd) for n, fd in json.loads(metadata["data_floor_fd"]).items()},
+            metadata=metadata,
+        )
+    except KeyError as missing:
+        raise FlowsolveValueError(f"{path} lacks the entry {missing}; recreate it with: {RECREATE}") from None
     return net.eval().requires_grad_(False), reference
 
 
