@@ -42,7 +42,7 @@ from flowsolve.plugins.registry import registry  # noqa: E402
 from flowsolve.training.evaluation import compare, save_rows, table  # noqa: E402
 from flowsolve.training.metrics import per_sample_rms  # noqa: E402
 
-STRONG_BASELINES = ("dpm-solver++(2m)", "dpm-solver++(3m)", "unipc-bh2")
+STRONG_BASELINES = ("dpm-solver++(2m)", "dpm-solver++(3m)", "unipc-bh2", "ipndm")
 
 
 def quality_metric():

@@ -51,12 +51,23 @@ def test_eps_vp_in_score_sde_convention():
     check(flowsolve.adapt(eps_model, "eps-vp"), flow, [t for t in TIMES if t <= 1 - 1e-3], atol=1e-8)
 
 
+def past_the_end(x, data_at_end, end=1 - 1e-3):
+    """The field past the network's last time: straight to its data estimate there."""
+    return (data_at_end - x) / (1 - end)
+
+
 def test_eps_vp_is_finite_at_the_data_end_where_sigma_prime_is_infinite():
     u = flowsolve.adapt(lambda x, s: torch.ones_like(x), "eps-vp")
     x = states()
-    at_one = u(torch.tensor(1.0, dtype=torch.float64), x)
-    assert torch.isfinite(at_one).all()
-    torch.testing.assert_close(at_one, u(torch.tensor(1 - 1e-3, dtype=torch.float64), x))
+    end = torch.tensor(1 - 1e-3, dtype=torch.float64)
+    data = (x - schedulers.VP().sigma(end)) / schedulers.VP().alpha(end)  # x1_hat with eps_hat = 1
+    for t in (1.0, 0.9995):
+        at = u(torch.tensor(t, dtype=torch.float64), x)
+        assert torch.isfinite(at).all()
+        torch.testing.assert_close(at, past_the_end(x, data))
+    torch.testing.assert_close(u.denoise_at_end(x), data)
+    # one Euler step from the end is the final denoising
+    torch.testing.assert_close(x + 1e-3 * u(torch.tensor(1.0, dtype=torch.float64), x), data)
 
 
 @pytest.mark.parametrize("scheduler", [schedulers.FMOT(), schedulers.Cosine()], ids=lambda s: s.name)
@@ -74,7 +85,8 @@ def test_data_prediction_is_finite_at_sigma_zero_and_exact_away_from_it(schedule
     u = flowsolve.adapt(lambda x, t: flow.posterior_means(t, x)[0], "x-pred", scheduler=scheduler)
     check(u, flow, [t for t in TIMES if t <= 1 - 1e-3], atol=1e-8)
     at_one = u(torch.tensor(1.0, dtype=torch.float64), states())
-    torch.testing.assert_close(at_one, flow(torch.tensor(1 - 1e-3, dtype=torch.float64), states()))
+    data = flow.posterior_means(torch.tensor(1 - 1e-3, dtype=torch.float64), states())[0]
+    torch.testing.assert_close(at_one, past_the_end(states(), data))
 
 
 @pytest.mark.parametrize("scheduler", [schedulers.Cosine(), schedulers.VP()], ids=lambda s: s.name)
@@ -227,7 +239,9 @@ def test_v_prediction_on_vp_is_finite_at_the_data_end():
     u = flowsolve.adapt(lambda x, t: torch.ones_like(x), "v-pred", scheduler=schedulers.VP())
     at_one = u(torch.tensor(1.0, dtype=torch.float64), states())
     assert torch.isfinite(at_one).all()
-    torch.testing.assert_close(at_one, u(torch.tensor(1 - 1e-3, dtype=torch.float64), states()))
+    end = torch.tensor(1 - 1e-3, dtype=torch.float64)
+    data = schedulers.VP().alpha(end) * states() - schedulers.VP().sigma(end)  # x1_hat = alpha x - sigma v, v = 1
+    torch.testing.assert_close(at_one, past_the_end(states(), data))
 
 
 def test_data_prediction_uses_a_path_that_ends_above_zero_noise_up_to_its_end():

@@ -151,5 +151,6 @@ def test_a_baseline_declares_whether_it_needs_a_scheduler():
     assert {name: make().needs_scheduler for name, make in builtin_baselines().items()} == {
         "euler": False, "midpoint": False, "heun": False, "rk4": False, "edm-heun": True, "dpm-solver++(2m)": True,
         "dpm-solver++(2m) edm": True, "dpm-solver++(2m) time-uniform": True, "ddim": True,
-        "dpm-solver++(3m)": True, "dpm-solver++(3m) edm": True, "unipc-bh2": True}
+        "dpm-solver++(3m)": True, "dpm-solver++(3m) edm": True, "unipc-bh2": True, "unipc-bh2 edm": True,
+        "ipndm": True, "ipndm edm": True}
     assert all(make().name == name for name, make in builtin_baselines().items())

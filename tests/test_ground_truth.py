@@ -138,3 +138,30 @@ def test_a_shard_that_was_not_written_is_a_clear_error(tmp_path, flow, monkeypat
     monkeypatch.setattr(store_module, "atomic_write", lose_shard_one)
     with pytest.raises(StoreMismatchError, match=r"shards \[1\] are missing .*rerun to regenerate only those"):
         GroundTruthStore(tmp_path, flow, shard_size=8).load(24, progress=False)
+
+
+def test_a_network_that_stops_early_ends_with_the_final_denoising():
+    """eps-VP stops at s = 1e-3: the ground truth is the ODE to there plus the data estimate
+    there, not an integral through the adapter's continuation."""
+    import torchdiffeq
+
+    import flowsolve
+
+    from flowsolve.models.gaussian_mixture import GaussianMixtureFlow
+    from flowsolve.paths.schedulers import VP
+    from flowsolve.training.ground_truth import ground_truth, solve_reference
+    from flowsolve.training.store import GroundTruthStore
+
+    flow = GaussianMixtureFlow.random(dim=3, components=2, seed=1, scheduler=VP())
+    u = flowsolve.adapt(lambda x, s: flow.posterior_means(1 - s, x)[1], "eps-vp")
+    x0 = torch.randn(5, 3, dtype=torch.float64, generator=torch.Generator().manual_seed(0))
+    end = 1 - 1e-3
+    grid = torch.tensor([0.0, end], dtype=torch.float64)  # fixed steps: adaptive ones underflow at VP's t = 0
+    at_end = torchdiffeq.odeint(flow, x0, grid, method="rk4", options={"step_size": end / 1000})[-1]
+    expected = flow.posterior_means(torch.tensor(end, dtype=torch.float64), at_end)[0]
+    gt = ground_truth(u, x0, rtol=1e-7, atol=1e-7)
+    torch.testing.assert_close(gt.x1, expected, rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(solve_reference(u, x0, rtol=1e-7, atol=1e-7), expected, rtol=1e-5, atol=1e-5)
+    assert float(gt.times[0, -2]) == end and float(gt.times[0, -1]) == 1.0
+    assert GroundTruthStore(None, u, sample_shape=(3,)).key["ends_at"] == end
+    assert "ends_at" not in GroundTruthStore(None, flow).key

@@ -1,4 +1,5 @@
-"""DPM-Solver++(3M) and UniPC-bh2: honest NFE, accuracy against dopri5, and a written-out reference."""
+"""DPM-Solver++(3M), UniPC-bh2 and iPNDM: honest NFE, accuracy against dopri5, and written-out
+references (iPNDM's own in test_ipndm.py)."""
 
 import itertools
 import math
@@ -11,7 +12,7 @@ from flowsolve.baselines import DPMSolverPP2M, DPMSolverPP3M, UniPC, builtin_bas
 from flowsolve.paths import schedulers
 from flowsolve.training.metrics import rmse
 
-NEW = ["dpm-solver++(3m)", "dpm-solver++(3m) edm", "unipc-bh2"]
+NEW = ["dpm-solver++(3m)", "dpm-solver++(3m) edm", "unipc-bh2", "unipc-bh2 edm", "ipndm", "ipndm edm"]
 
 
 def recording(u):
@@ -166,13 +167,62 @@ def unipc_bh2_by_hand(x, times):
     raise AssertionError("unreachable")
 
 
-@pytest.mark.parametrize("baseline, by_hand", [(DPMSolverPP3M(), dpm_solver_3m_by_hand), (UniPC(), unipc_bh2_by_hand)],
-                         ids=["dpm-solver++(3m)", "unipc-bh2"])
-def test_a_four_step_run_matches_the_written_out_formulas(baseline, by_hand):
+def unipc_bh2_order_3_by_hand(x, times):
+    """UniPC-3 with B(h) = e^h - 1 in the data prediction: UniP-1 + UniC-1, UniP-2 + UniC-2, then UniP-3 +
+    UniC-3 (the corrector of order p solves for weights on p earlier-and-new nodes), no corrector on
+    the last step. ``rho`` for nodes ``n_j`` satisfies ``sum_j rho_j n_j^k = b_{k+1}``, written out with
+    the Lagrange polynomials of the nodes."""
+    m0 = denoised(times[0], x)
+    history = []  # (lambda, model output) of the earlier steps, latest first
+    for i, (s, t) in enumerate(itertools.pairwise(times)):
+        h = lam(t) - lam(s)
+        hh = -h
+        b_h = math.expm1(hh)
+        g1 = b_h / hh - 1
+        g2 = g1 / hh - 1 / 2
+        g3 = g2 / hh - 1 / 6
+        b1, b2, b3 = g1 / b_h, 2 * g2 / b_h, 6 * g3 / b_h
+        base = sigma(t) / sigma(s) * x - alpha(t) * b_h * m0
+        nodes = [(earlier - lam(s)) / h for earlier, _ in history[:2]]
+        slopes = [(m - m0) / r for (_, m), r in zip(history[:2], nodes)]
+        if len(nodes) == 0:
+            rho_p = []
+        elif len(nodes) == 1:
+            rho_p = [0.5]
+        else:
+            r1, r2 = nodes
+            rho_p = [(b2 - r2 * b1) / (r1 - r2), (b2 - r1 * b1) / (r2 - r1)]
+        predicted = base - alpha(t) * b_h * sum(p * d for p, d in zip(rho_p, slopes))
+        if i == len(times) - 2:
+            return predicted
+        m_t = denoised(t, predicted)
+        points = [*nodes, 1.0]
+        differences = [*slopes, m_t - m0]
+        if len(points) == 1:
+            rho_c = [0.5]
+        elif len(points) == 2:
+            (r1, one) = points
+            rho_c = [(b2 - one * b1) / (r1 - one), (b2 - r1 * b1) / (one - r1)]
+        else:
+            rho_c = []
+            for j, node in enumerate(points):
+                others = [p for k, p in enumerate(points) if k != j]
+                rho_c.append((b3 - sum(others) * b2 + others[0] * others[1] * b1)
+                             / ((node - others[0]) * (node - others[1])))
+        x = base - alpha(t) * b_h * sum(c * d for c, d in zip(rho_c, differences))
+        history, m0 = [(lam(s), m0), *history], m_t
+    raise AssertionError("unreachable")
+
+
+@pytest.mark.parametrize("baseline, by_hand, steps", [(DPMSolverPP3M(), dpm_solver_3m_by_hand, 4),
+                                                      (UniPC(), unipc_bh2_by_hand, 4),
+                                                      (UniPC(order=3), unipc_bh2_order_3_by_hand, 5)],
+                         ids=["dpm-solver++(3m)", "unipc-bh2", "unipc-bh2 order 3"])
+def test_a_short_run_matches_the_written_out_formulas(baseline, by_hand, steps):
     u, x0 = LinearDenoiserFlow(), [-1.3, 0.2, 2.1]
-    times = log_snr_grid(4)
-    assert flowsolve.baselines.solver_grid(u, u.scheduler, 4) == pytest.approx(times, abs=1e-12)
-    x1, used = baseline.sample(u, torch.tensor(x0, dtype=torch.float64).unsqueeze(1), 4)
-    assert used == 4
+    times = log_snr_grid(steps)
+    assert flowsolve.baselines.solver_grid(u, u.scheduler, steps) == pytest.approx(times, abs=1e-12)
+    x1, used = baseline.sample(u, torch.tensor(x0, dtype=torch.float64).unsqueeze(1), steps)
+    assert used == steps
     expected = torch.tensor([by_hand(x, times) for x in x0], dtype=torch.float64).unsqueeze(1)
     torch.testing.assert_close(x1, expected, rtol=0, atol=1e-10)

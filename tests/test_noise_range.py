@@ -108,7 +108,7 @@ def strictly_increasing(times) -> bool:
 
 # -- properties ----------------------------------------------------------------------------------
 SCHEDULER_BASELINES = ["ddim", "dpm-solver++(2m)", "dpm-solver++(2m) edm", "dpm-solver++(2m) time-uniform", "edm-heun",
-                       "dpm-solver++(3m)", "dpm-solver++(3m) edm", "unipc-bh2"]
+                       "dpm-solver++(3m)", "dpm-solver++(3m) edm", "unipc-bh2", "unipc-bh2 edm", "ipndm", "ipndm edm"]
 SHARED_STAGE_TIMES = ("heun", "rk4", "edm-heun")  # a stage and the next step's first share a time, at other states
 
 

@@ -1,4 +1,4 @@
-"""UniPC (Zhao et al., 2023), variant B(h) = e^h - 1 ("bh2"), on log-SNR grids."""
+"""UniPC (Zhao et al., 2023), variant B(h) = e^h - 1 ("bh2"), on log-SNR and EDM grids."""
 
 from __future__ import annotations
 
@@ -99,4 +99,5 @@ def bh2_weights(h: torch.Tensor, offsets: list[torch.Tensor]) -> tuple[list[torc
 
 BASELINES = {
     "unipc-bh2": UniPC,
+    "unipc-bh2 edm": lambda: UniPC(spacing="edm"),
 }

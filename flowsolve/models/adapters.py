@@ -7,7 +7,10 @@ into the velocity of its scheduler's path (:mod:`flowsolve.paths.predictions`, t
 that conversion lives). All adapters call the network as ``model(x, time)`` with a per-sample
 ``(batch,)`` time, and accept per-sample times themselves. Conversions that are singular at an
 end point evaluate the network at the nearest safe time (``t_min`` from that end) instead:
-documented per adapter.
+documented per adapter. Where the network stops before ``t = 1`` (``time_range[1] < 1``, e.g.
+eps-VP at ``s = 1e-3``), the field past that time heads straight for the data estimate made
+there, ``(x1_hat - x) / (1 - t_end)``, so a step from ``t_end`` to 1 is the usual final
+denoising; the ground truth ends the same way (:meth:`Adapter.denoise_at_end`).
 """
 
 from __future__ import annotations
@@ -89,8 +92,27 @@ class Adapter(nn.Module, abc.ABC):
         return _expand(t, x)
 
     def forward(self, t, x):
-        t = self.times(t, x)
-        return velocity_from(self.predicts, self.network(x, t), x, t, self.scheduler)
+        requested = _expand(t, x)
+        t = self.times(requested, x)
+        output = self.network(x, t)
+        velocity = velocity_from(self.predicts, output, x, t, self.scheduler)
+        end = self.time_range[1]
+        if end < 1 and bool((requested > end).any()):
+            # Past the last time the network is valid at, the field heads straight for its data
+            # estimate there: one step from `end` to 1 is the usual final denoising.
+            data = predictions_from(self.predicts, output, x, t, self.scheduler)[0]
+            chord = (data - x) / (1 - end)
+            velocity = torch.where(per_sample(requested > end, x), chord, velocity)
+        return velocity
+
+    def denoise_at_end(self, x: torch.Tensor) -> torch.Tensor | None:
+        """The final denoising of a field whose network stops before ``t = 1``: the data estimate
+        ``x1_hat`` at the last valid time (``time_range[1]``) from state ``x`` there; ``None``
+        when the network is valid up to ``t = 1``. The ground truth ends with it."""
+        end = self.time_range[1]
+        if end >= 1:
+            return None
+        return self.predictions(torch.tensor(end, dtype=x.dtype, device=x.device), x)[0]
 
     def predictions(self, t, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """The network's estimates ``(x1_hat, eps_hat)`` of the data and the noise at flow time ``t``."""
@@ -118,7 +140,8 @@ class Adapter(nn.Module, abc.ABC):
         return bound
 
     def extra_repr(self) -> str:
-        return f"kind={self.kind!r}, scheduler={self.scheduler!r}, time={self.time!r}, time_range={self.time_range}"
+        past_end = ", past_end='denoise'" if self.time_range[1] < 1 else ""  # the field beyond the network's end
+        return f"kind={self.kind!r}, scheduler={self.scheduler!r}, time={self.time!r}, time_range={self.time_range}{past_end}"
 
 
 class VelocityPrediction(Adapter):

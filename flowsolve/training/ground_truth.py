@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import math
 import numbers
+from collections.abc import Callable
 
 import torch
 import torchdiffeq
@@ -56,13 +57,28 @@ def clamp_time(field: VelocityField) -> VelocityField:
     return guarded
 
 
+def network_end(u: VelocityField) -> tuple[float, Callable[[torch.Tensor], torch.Tensor]] | None:
+    """``(t_end, denoise)`` for a field whose network stops before ``t = 1`` and that says how to
+    finish (:meth:`flowsolve.Adapter.denoise_at_end`): its ground truth is the ODE solution at
+    ``t_end`` followed by that final denoising, the same ending every solver and baseline gets.
+    ``None`` for a field valid up to ``t = 1``."""
+    denoise = getattr(u, "denoise_at_end", None)
+    end = float(getattr(u, "time_range", (0.0, 1.0))[1])
+    if not callable(denoise) or end >= 1:
+        return None
+    return end, denoise
+
+
 def solve_reference(u: VelocityField, x0: torch.Tensor, rtol: float = 1e-5, atol: float = 1e-5) -> torch.Tensor:
-    """``x(1)`` from ``x0`` by dopri5 at the given tolerances (no dense storage)."""
+    """``x(1)`` from ``x0`` by dopri5 at the given tolerances (no dense storage); a field that
+    stops before ``t = 1`` is solved to its end and denoised there (:func:`network_end`)."""
     check_tolerances(rtol, atol)
+    ending = network_end(u)
     with torch.no_grad():
-        times = torch.tensor([0.0, 1.0], dtype=x0.dtype, device=x0.device)
+        times = torch.tensor([0.0, 1.0 if ending is None else ending[0]], dtype=x0.dtype, device=x0.device)
         options = {"step_t": times[1:]}
-        return torchdiffeq.odeint(clamp_time(u), x0, times, method="dopri5", rtol=rtol, atol=atol, options=options)[-1]
+        x = torchdiffeq.odeint(clamp_time(u), x0, times, method="dopri5", rtol=rtol, atol=atol, options=options)[-1]
+        return x if ending is None else ending[1](x)
 
 
 class _KnotRecorder(torch.nn.Module):
@@ -116,20 +132,32 @@ def solve_dense(
         ``times[0] = 0``, ``times[-1] = 1``, and the number of field evaluations.
     """
     check_tolerances(rtol, atol, max_step)
+    ending = network_end(u)
+    end = 1.0 if ending is None else ending[0]
     recorder = _KnotRecorder(u)
-    grid = torch.tensor([0.0, 1.0], dtype=torch.float64, device=x0.device)
-    options: dict[str, object] = {"step_t": grid[1:]}  # land a step exactly on t = 1
+    grid = torch.tensor([0.0, end], dtype=torch.float64, device=x0.device)
+    options: dict[str, object] = {"step_t": grid[1:]}  # land a step exactly on the end
     if max_step is not None:
         options["max_step"] = max_step
     with torch.no_grad():
         torchdiffeq.odeint(recorder, x0, grid, method="dopri5", rtol=rtol, atol=atol, options=options)
-    times = torch.stack([k[0] for k in recorder.knots])
-    if abs(float(times[-1]) - 1.0) > 1e-9:
-        raise RuntimeError(f"dense ground truth did not end at t = 1 (last knot at t = {float(times[-1])})")
+    knots = recorder.knots
+    if abs(float(knots[-1][0]) - end) > 1e-9:
+        raise RuntimeError(f"dense ground truth did not end at t = {end} (last knot at t = {float(knots[-1][0])})")
+    evaluations = recorder.evaluations
+    if ending is not None:  # the final denoising: a straight last segment to the data estimate at t_end
+        with torch.no_grad():
+            state = knots[-1][1]
+            data = ending[1](state)
+        evaluations += 1
+        knots = knots + [(knots[-1][0].new_tensor(1.0), data, (data - state) / (1 - end))]
+    times = torch.stack([k[0] for k in knots])
     times[-1] = 1.0  # t0 + (1 - t0) can miss 1 by round-off
-    states = torch.stack([k[1] for k in recorder.knots])
-    velocities = torch.stack([k[2] for k in recorder.knots])
-    return times, states, velocities, recorder.evaluations
+    if ending is not None:
+        times[-2] = end
+    states = torch.stack([k[1] for k in knots])
+    velocities = torch.stack([k[2] for k in knots])
+    return times, states, velocities, evaluations
 
 
 def hermite(t, t0, t1, x0, x1, u0, u1):

@@ -39,6 +39,7 @@ from flowsolve.training.ground_truth import (
     DEFAULT_MAX_STEP,
     DEFAULT_RTOL,
     GroundTruth,
+    network_end,
     solve_dense,
 )
 from flowsolve.training.progress import Progress
@@ -54,8 +55,8 @@ MANIFEST_FIELDS = {
     "seed": (int,), "rtol": (float,), "atol": (float,), "max_step": (float, None), "shard_size": (int,),
     "key_sha256": (str,),
 }
-# Present only in the key of a store of conditional paths (so unconditional keys are unchanged).
-OPTIONAL_MANIFEST_FIELDS = {"conditions": (dict,)}
+# Present only where they apply (conditional paths; a network that stops before t = 1), so other keys are unchanged.
+OPTIONAL_MANIFEST_FIELDS = {"conditions": (dict,), "ends_at": (float,)}
 SHARD_FIELDS = {"format", "version", "store", "index", "count", "tensors", "sha256"}
 CONDITION_PREFIX = "condition."  # shard tensor "condition.labels" holds the paths' "labels"
 SHARD_TENSORS = {"x0", "times", "states", "velocities", "evaluations"}
@@ -189,6 +190,9 @@ class GroundTruthStore:
             "max_step": None if max_step is None else float(max_step),
             "shard_size": int(shard_size),
         }
+        ending = network_end(model)
+        if ending is not None:  # solved to the network's end, then denoised (not through its continuation)
+            self.key["ends_at"] = float(ending[0])
         self.conditions = conditions if conditions is not None else distribution_of(model)
         if self.conditions is not None:
             self.key["conditions"] = self.conditions.to_dict()
