@@ -54,8 +54,91 @@ def test_demo_writes_table_plot_and_samples(tmp_path, capsys):
                  "--out", str(tmp_path)]) == 0
     out = capsys.readouterr().out
     assert "| bespoke scale-time midpoint |" in out and "| learned time-only midpoint |" in out
+    assert "| method | NFE 4 | NFE 6 | NFE 8 | NFE 10 | NFE 12 | NFE 16 |" in out  # the baselines over 4..16
+    assert "| dpm-solver++(3m) |" in out and "| ground truth |" not in out  # no quality metric for gmm
+    assert re.search(r"demo finished in \d+\.\ds", out)
     names = {p.name for p in tmp_path.iterdir()}
     assert {"demo-gmm-fm-ot.png", "demo-gmm-fm-ot-samples.png", "demo-gmm-fm-ot.md"} <= names
+    assert "demo-gmm-fm-ot-classes.png" not in names
+
+
+class TinyConditionalNet(torch.nn.Module):
+    """``net(x, t, labels)`` of 4x4 one-channel "images": a smooth pull towards each label's mean (3 classes + null)."""
+
+    sample_shape = (1, 4, 4)
+
+    def __init__(self):
+        super().__init__()
+        self.register_buffer("means", torch.linspace(-0.8, 0.8, 4 * 16).reshape(4, 1, 4, 4))
+
+    def forward(self, x, t, labels):
+        return torch.tanh(self.means[labels] - x) * (1 + t.reshape(-1, 1, 1, 1))
+
+
+CONDITIONAL = flowsolve.adapt(flowsolve.ClassifierFreeGuidance(
+    TinyConditionalNet(), 1.0, null_condition=torch.tensor([3]), distribution=flowsolve.Labels(3)), "fm-ot")
+
+
+class FakeQuality:
+    """Stands in for the animal classifier: an "FD" and "accuracy" computed from the samples."""
+
+    def __init__(self):
+        self.calls = []
+
+    def __call__(self, samples, labels):
+        self.calls.append(None if labels is None else labels.tolist())
+        return {"fd": float(samples.square().mean()), "accuracy": 0.75, "per_class_accuracy": [0.5, 1.0], "n": 8}
+
+    def data_floor_fd(self, n):
+        return 0.125
+
+
+def test_demo_of_a_conditional_model_reports_quality_and_a_class_grid(tmp_path, capsys, monkeypatch):
+    quality = FakeQuality()
+    monkeypatch.setattr("flowsolve.cli.demo.quality_for", lambda spec: quality)
+    assert main(["demo", "--model", f"{__name__}:CONDITIONAL", "--nfe", "4", "--baseline-nfe", "4", "--iterations", "3", "--quiet",
+                 "--out", str(tmp_path)]) == 0
+    out = capsys.readouterr().out
+    # The conditional settings: 8 test paths, 16 + 8 fit paths, one scale-time fit, dopri5 at 1e-4.
+    assert "ground truth for 8 test paths" in out and "fitted scale-time midpoint at NFE 4" in out
+    assert "| method: RMSE / PSNR / FD / accuracy | reference | NFE 4 |" in out
+    truth = next(line for line in out.splitlines() if line.startswith("| ground truth |"))
+    assert " / 75% (" in truth and "(0.125)" in out
+    assert quality.calls and all(len(labels) == 8 for labels in quality.calls)  # scored with the paths' labels
+    stem = f"demo-{__name__}_CONDITIONAL"
+    header = (tmp_path / f"{stem}.csv").read_text().splitlines()[0]
+    assert header == "method,budget,nfe,rmse,psnr,fd,accuracy,n"  # then the other numbers the metric returns
+    assert {f"{stem}-classes.png", f"{stem}-samples.png", f"{stem}.png"} <= {p.name for p in tmp_path.iterdir()}
+    stores = [p.name for p in (tmp_path / "cache" / "stores").iterdir()]
+    assert len(stores) == 2 and all(name.endswith("-tol0.0001-shard8") for name in stores)
+
+
+def test_eval_reports_the_quality_metric_beside_rmse(tmp_path, capsys, monkeypatch):
+    monkeypatch.setattr("flowsolve.cli.evaluate.quality_for", lambda spec: FakeQuality())
+    assert main(["eval", "gmm-fm-ot", "--nfe", "4,6", "--test", "16", "--quiet", "--out", str(tmp_path / "r")]) == 0
+    out = capsys.readouterr().out
+    assert "| method: RMSE / PSNR / FD / accuracy | reference | NFE 4 | NFE 6 |" in out
+    assert "| ground truth |" in out and "FD-classifier of 16 samples" in out
+    assert (tmp_path / "r" / "eval-gmm-fm-ot.csv").read_text().startswith("method,budget,nfe,rmse,psnr,fd,accuracy")
+
+
+def test_the_quality_metric_is_looked_up_for_the_animals_models_only(monkeypatch, capsys):
+    from flowsolve.cli.evaluate import quality_for
+    from flowsolve.core.errors import FlowsolveFileNotFoundError
+    from flowsolve.training.quality import SampleQuality
+
+    sentinel = object()
+    monkeypatch.setattr(SampleQuality, "animals", classmethod(lambda cls: sentinel))
+    assert quality_for("animals-fm-ot") is sentinel and quality_for("animals-eps-vp") is sentinel
+    assert quality_for("gmm-fm-ot") is None and quality_for("digits-fm-ot") is None
+    assert quality_for("animals-x:Model") is None  # module:object models are not looked up
+
+    def missing(cls):
+        raise FlowsolveFileNotFoundError("the animal-mnist classifier weights are missing")
+
+    monkeypatch.setattr(SampleQuality, "animals", classmethod(missing))
+    assert quality_for("animals-fm-ot") is None
+    assert "no FD-classifier for animals-fm-ot" in capsys.readouterr().err
 
 
 def test_fits_of_different_settings_do_not_share_a_checkpoint(tmp_path, capsys):
@@ -107,6 +190,8 @@ def test_a_transform_with_a_non_stationary_family_is_refused(capsys):
     (["fit", "gmm-fm-ot", "--nfe", "4", "--device", "gpu0"], r"argument --device: expected a torch device"),
     (["demo", "--iterations", "0"], r"argument --iterations: expected a positive integer"),
     (["demo", "--test", "-1"], r"argument --test: expected a positive integer"),
+    (["demo", "--train", "0"], r"argument --train: expected a positive integer"),
+    (["demo", "--baseline-nfe", "4,x"], r"argument --baseline-nfe: expected comma-separated integers"),
     (["sample", "s.pt", "gmm-fm-ot", "-o", "x.jpg"], r"argument -o/--output: expected a file name ending in .png or .npy"),
 ])
 def test_every_number_is_checked_by_the_parser(argv, message, capsys):
