@@ -30,6 +30,9 @@ from flowsolve.paths import schedulers as _schedulers
 from flowsolve.paths.predictions import predictions_from, velocity_from
 
 
+PAST_END_MARGIN = 1e-6  # beyond float32 round-off of times near 1 (6e-8)
+
+
 def _expand(t: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
     t = torch.as_tensor(t, dtype=x.dtype, device=x.device)
     return t.expand(x.shape[0]) if t.dim() == 0 else t
@@ -97,12 +100,14 @@ class Adapter(nn.Module, abc.ABC):
         output = self.network(x, t)
         velocity = velocity_from(self.predicts, output, x, t, self.scheduler)
         end = self.time_range[1]
-        if end < 1 and bool((requested > end).any()):
-            # Past the last time the network is valid at, the field heads straight for its data
-            # estimate there: one step from `end` to 1 is the usual final denoising.
+        # Past the last time the network is valid at, the field heads straight for its data
+        # estimate there: one step from `end` to 1 is the usual final denoising. The margin keeps
+        # a time that lands on `end` up to round-off (e.g. a traced grid) on the network's side.
+        past = requested > end + PAST_END_MARGIN
+        if end < 1 and bool(past.any()):
             data = predictions_from(self.predicts, output, x, t, self.scheduler)[0]
             chord = (data - x) / (1 - end)
-            velocity = torch.where(per_sample(requested > end, x), chord, velocity)
+            velocity = torch.where(per_sample(past, x), chord, velocity)
         return velocity
 
     def denoise_at_end(self, x: torch.Tensor) -> torch.Tensor | None:
