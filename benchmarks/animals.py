@@ -121,8 +121,8 @@ def main(argv=None) -> None:
     baseline_path = out / f"baselines-test{args.test}.json"
     baseline_rows = cached(baseline_path, lambda: compare(u, test, args.baseline_nfe, quality=quality))
     missing = {k: v for k, v in registry().baselines().items() if k not in {r["method"] for r in baseline_rows}}
-    if missing:  # baselines registered since the cache was written
-        extra = [r for r in compare(u, test, args.baseline_nfe, baselines=missing, quality=quality)
+    if missing:  # baselines registered since the cache was written: at the fitted NFEs only
+        extra = [r for r in compare(u, test, args.nfe, baselines=missing, quality=quality)
                  if r["method"] != "ground truth"]
         baseline_rows = [r for r in baseline_rows if not r["method"].endswith(" best grid")] + extra
         from flowsolve.training.evaluation import BEST_GRID_FAMILIES, _best_grid_rows
