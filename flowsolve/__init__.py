@@ -16,6 +16,7 @@ _EXPORTS = {
     "adapters": ".models.adapters",
     "baselines": ".baselines",
     "distributed": ".training.distributed",
+    "k_diffusion": ".k_diffusion",
     "losses": ".training.losses",
     "nonstationary": ".solvers.nonstationary",  # the README documents flowsolve.nonstationary.trace
     "registry": ".plugins.registry",
@@ -79,7 +80,7 @@ _EXPORTS = {
 }
 
 # Exports that are modules themselves (the rest are names defined in the module named).
-_MODULE_EXPORTS = {"adapters", "baselines", "distributed", "losses", "nonstationary", "registry", "schedulers", "zoo"}
+_MODULE_EXPORTS = {"adapters", "baselines", "distributed", "k_diffusion", "losses", "nonstationary", "registry", "schedulers", "zoo"}
 
 __all__ = ["__version__", *sorted(_EXPORTS)]
 

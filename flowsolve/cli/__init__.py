@@ -14,7 +14,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from flowsolve.cli import conformance, demo, evaluate, fit, plugins, sample
+from flowsolve.cli import conformance, demo, evaluate, export, fit, plugins, sample
 from flowsolve.cli.cache import trajectory_store
 from flowsolve.cli.options import positive_int
 from flowsolve.core.errors import FlowsolveError
@@ -22,7 +22,7 @@ from flowsolve.core.errors import FlowsolveError
 # Kept for benchmarks/beat_dpm_solver.py, which imports it; new code uses cache.trajectory_store.
 _store_for = trajectory_store
 
-COMMANDS = (fit, sample, evaluate, demo, plugins, conformance)
+COMMANDS = (fit, sample, evaluate, export, demo, plugins, conformance)
 INTERRUPTED = 130  # the shell's status for SIGINT
 
 

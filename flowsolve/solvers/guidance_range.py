@@ -23,7 +23,6 @@ from torch import nn
 
 from flowsolve.core.broadcast import per_sample
 from flowsolve.core.errors import FlowsolveValueError
-from flowsolve.core.field import call_field
 from flowsolve.core.solver_file import part_spec
 from flowsolve.methods.base import BaseMethod
 from flowsolve.methods.runge_kutta import Midpoint
@@ -128,16 +127,40 @@ class GuidanceRangeSolver(SolverModule):
         weights = weights[left] + fraction[:, None, None] * (weights[right] - weights[left])
         return times, weights
 
-    def _sample(self, u, x0, return_intermediates, check_finite, checkpoint_steps):
+    def _field_options(self, u, x0):
+        return {"scales": guidance_of(u, x0.shape[0], x0)}
+
+    def _stepper_options(self, x0, guidance):
+        """The guidance scales a stepper runs with: a number for the whole batch, or ``(batch,)``."""
         batch = x0.shape[0]
-        times, weights = (v.to(x0.dtype) for v in self.coefficients(guidance_of(u, batch, x0)))
+        if guidance is None:
+            raise FlowsolveValueError(
+                f"a {FAMILY_NAME} solver's evaluation times and weights depend on the guidance scale: give it, "
+                "e.g. stepper(x0, guidance=2.0), or per sample stepper(x0, guidance=scales) with scales of shape "
+                f"({batch},) (evaluation_times(guidance=2.0) for the times)"
+            )
+        # A number is taken in float64 (torch.as_tensor would round it to float32 first).
+        scales = guidance if isinstance(guidance, torch.Tensor) else torch.as_tensor(guidance, dtype=torch.float64)
+        if scales.dim() == 0:
+            scales = scales.expand(batch)
+        if scales.shape != (batch,) or scales.is_complex() or scales.dtype == torch.bool:
+            raise FlowsolveValueError(f"guidance must be a number or a ({batch},) tensor of scales, got shape "
+                                      f"{tuple(scales.shape)}")
+        scales = scales.to(device=x0.device, dtype=x0.dtype)
+        if not bool(torch.isfinite(scales).all()):
+            raise FlowsolveValueError(f"the guidance scales must be finite, got {scales.tolist()}")
+        return {"scales": scales}
+
+    def _rollout(self, x0, return_intermediates, scales):
+        times, weights = (v.to(x0.dtype) for v in self.coefficients(scales))
         times = times.clamp(0.0, 1.0)
         basis, states, z = [x0], [x0], x0
         for k in range(self.nfe):
-            velocity = call_field(u, times[:, k], z, where=f"in evaluation {k}", check_finite=check_finite)
+            velocity = yield times[:, k], z
             basis.append(velocity)
             z = sum(per_sample(weights[:, k, j], x0) * basis[j] for j in range(k + 2))
-            states.append(z)
+            if return_intermediates:
+                states.append(z)
         if not return_intermediates:
             return z
         # Per-sample times have no single time stamp: the mean time of each evaluation is reported.

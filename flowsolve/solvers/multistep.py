@@ -9,16 +9,11 @@ from __future__ import annotations
 import torch
 
 from flowsolve.core.broadcast import per_sample
-from flowsolve.core.checkpointing import call_checkpointed
 from flowsolve.core.errors import FlowsolveValueError
 from flowsolve.core.lipschitz import check_L_tau, field_lipschitz
-from flowsolve.methods.adams import (
-    _ADAMS_BASHFORTH,
-    AdamsBashforth,
-    adams_bashforth_rollout,
-)
+from flowsolve.methods.adams import _ADAMS_BASHFORTH, AdamsBashforth
 from flowsolve.solvers.module import Trajectory
-from flowsolve.solvers.parametric import ParametricSolver, transformed_velocity
+from flowsolve.solvers.parametric import ParametricSolver, transformed_stage, transformed_velocity
 
 __all__ = ["_ADAMS_BASHFORTH", "AdamsBashforth", "MultistepSolver"]  # AdamsBashforth: its former home
 
@@ -33,20 +28,25 @@ class MultistepSolver(ParametricSolver):
         """``ubar`` at node index ``node`` (0-dim or per-sample) on the r-space states ``xbar``."""
         return transformed_velocity(u, coefficients[node], xbar, f"in step {label}", check_finite)
 
-    def _sample(self, u, x0, return_intermediates, check_finite, checkpoint_steps):
+    def _evaluation_labels(self) -> list[str]:
+        heun = self.base.step_coefficients(self.n_steps)[1].tolist()
+        return [f"in step {i}" for i in range(self.n_steps) for _ in range(2 if heun[i] != 0.0 else 1)]
+
+    def _rollout(self, x0, return_intermediates):
+        """The steps of :func:`~flowsolve.methods.adams.adams_bashforth_rollout` (same arithmetic) on
+        ``ubar`` in ``r``-space, one division by ``s_n`` at the end."""
         coefficients = self._coefficients(x0)
-
-        def slope(node, y, step):
-            return call_checkpointed(self._slope, u, coefficients, node, y, step, check_finite,
-                                     enabled=checkpoint_steps)
-
+        beta, heun = (v.tolist() for v in self.base.step_coefficients(self.n_steps))  # constants: no device syncs
+        h, xbar, slopes = 1.0 / self.n_steps, x0, []
         states = [x0]
-
-        def keep(i, xbar):
+        for i in range(self.n_steps):
+            slopes.append((yield from transformed_stage(coefficients[i], xbar)))
+            increment = sum(b * slopes[i - j] for j, b in enumerate(beta[i]) if b != 0.0)
+            if heun[i] != 0.0:
+                increment = increment + heun[i] * (yield from transformed_stage(coefficients[i + 1], xbar + h * slopes[i]))
+            xbar = xbar + h * increment
             if return_intermediates:
                 states.append(xbar / coefficients[i + 1, 4])
-
-        xbar = adams_bashforth_rollout(self.base, self.n_steps, slope, x0, keep)
         x_final = xbar / coefficients[-1, 4]
         if not return_intermediates:
             return x_final

@@ -23,9 +23,7 @@ import attrs
 import torch
 from torch import nn
 
-from flowsolve.core.checkpointing import call_checkpointed
 from flowsolve.core.errors import FlowsolveTypeError, FlowsolveValueError
-from flowsolve.core.field import call_field
 from flowsolve.core.solver_file import part_spec
 from flowsolve.methods.base import BaseMethod
 from flowsolve.methods.runge_kutta import Midpoint
@@ -133,28 +131,24 @@ class NonStationarySolver(SolverModule):
         self.set_coefficients(*trace(init, self.nfe, model))
 
     # -- sampling ----------------------------------------------------------------------------
-    def _sample(self, u, x0, return_intermediates, check_finite, checkpoint_steps):
+    def _rollout(self, x0, return_intermediates):
         """The ``m`` evaluations; intermediates are the evaluation states ``z_k`` at ``t_k``, then
-        the output at ``t = 1``; ``checkpoint_steps`` recomputes each field call in the backward pass."""
+        the output at ``t = 1``."""
         times, weights = (v.to(device=x0.device, dtype=x0.dtype) for v in self.coefficients())
         times = times.clamp(0.0, 1.0)
         basis, states, z = [x0], [x0], x0
         for k in range(self.nfe):
-            velocity = self._evaluate(u, times[k], z, k, check_finite, checkpoint_steps)
+            velocity = yield times[k], z
             basis.append(velocity)
             z = weights[k, 0] * x0
             for j in range(1, k + 2):
                 z = z + weights[k, j] * basis[j]
-            states.append(z)
+            if return_intermediates:
+                states.append(z)
         if not return_intermediates:
             return z
         stamps = torch.cat([times, times.new_ones(1)])
         return Trajectory(t=stamps, x=torch.stack(states))
-
-    @staticmethod
-    def _evaluate(u, t, z, k, check_finite, checkpoint):
-        call = lambda t, z: call_field(u, t, z, where=f"in evaluation {k}", check_finite=check_finite)
-        return call_checkpointed(call, t, z, enabled=checkpoint)
 
     def family_spec(self) -> dict:
         # Which base the family started from does not matter to a fitted solver: it is not stored.

@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
+from collections.abc import Generator
 from typing import NamedTuple, cast
 
 import torch
 from torch import nn
 
 from flowsolve.core.broadcast import per_sample
-from flowsolve.core.checkpointing import call_checkpointed
 from flowsolve.core.errors import FlowsolveTypeError, FlowsolveValueError
 from flowsolve.core.field import VelocityField, call_field
 from flowsolve.core.lipschitz import amplification, check_L_tau, field_lipschitz
@@ -17,6 +17,7 @@ from flowsolve.core.solver_file import part_spec
 from flowsolve.methods.base import BaseMethod
 from flowsolve.methods.runge_kutta import BaseSolver
 from flowsolve.solvers.module import SolverModule, Trajectory, check_state
+from flowsolve.solvers.stepping import Request
 from flowsolve.solvers.transforms import NodeValues, Transform
 
 # The name a solver file stores for the transform x base family (see flowsolve.solvers.family).
@@ -201,17 +202,33 @@ class ParametricSolver(SolverModule):
         return stage
 
     # -- sampling ----------------------------------------------------------------------------
-    def _sample(self, u, x0, return_intermediates, check_finite, checkpoint_steps):
-        """Algorithm 4: all steps in ``r``-space, one division by ``s_n`` at the end."""
+    def _evaluation_labels(self) -> list[str]:
+        return [f"in step {i}, stage {k}" for i in range(self.n_steps) for k in range(self.base.stages)]
+
+    def _rollout(self, x0, return_intermediates):
+        """Algorithm 4: all steps in ``r``-space, one division by ``s_n`` at the end. Each step is
+        :func:`~flowsolve.core.rk_step.rk_step`'s arithmetic, stage by stage, on ``ubar``."""
         coefficients = self._coefficients(x0)
         stage_index = self.grid.stage_index.tolist()
         start_index = self.grid.start_index.tolist()
+        a, b, _ = self.base.tableau.as_floats()
+        h = self.step_size
         xbar = x0  # s_0 = 1
         states = [x0]
         for i in range(self.n_steps):
-            field = self._stage_field(u, coefficients, stage_index[i], i, check_finite)
-            xbar = call_checkpointed(rk_step, self.base.tableau, field, xbar, self.step_size,
-                                     enabled=checkpoint_steps)
+            slopes = []
+            for k, node in enumerate(stage_index[i]):
+                y = xbar
+                for weight, slope in zip(a[k][:k], slopes):
+                    if weight != 0.0:
+                        y = y + (h * weight) * slope
+                slopes.append((yield from transformed_stage(coefficients[node], y)))
+            increment = None
+            for weight, slope in zip(b, slopes):
+                if weight != 0.0:
+                    term = weight * slope
+                    increment = term if increment is None else increment + term
+            xbar = xbar + h * increment
             if return_intermediates:
                 states.append(xbar / coefficients[start_index[i + 1], 4])
         x_final = xbar / coefficients[start_index[-1], 4]
@@ -303,6 +320,15 @@ def _interpolate(r: torch.Tensor, knots: torch.Tensor, values: torch.Tensor) -> 
     left = right - 1
     weight = (r - knots[left]) / (knots[right] - knots[left])
     return values[left] + weight * (values[right] - values[left])
+
+
+def transformed_stage(row: torch.Tensor, y: torch.Tensor) -> Generator[Request, torch.Tensor, torch.Tensor]:
+    """``ubar_r(y)`` (eq. 16) as a rollout piece, from a coefficient row ``[t, ds/s, dt*s, 1/s, s]``:
+    asks for ``u(t_r, y / s_r)`` (``yield``) and returns ``(ds_r / s_r) y + dt_r s_r u``, the
+    arithmetic of :func:`transformed_velocity`."""
+    drift, gain, inv_scale = (per_sample(row[..., j], y) for j in (1, 2, 3))
+    velocity = yield row[..., 0], y * inv_scale
+    return drift * y + gain * velocity
 
 
 def transformed_velocity(u, row: torch.Tensor, y: torch.Tensor, where, check_finite: bool) -> torch.Tensor:

@@ -242,3 +242,138 @@ def test_discrete_schedule_interpolates_the_table(config, interpolation):
     for f, df in ((path.alpha, path.d_alpha), (path.sigma, path.d_sigma), (path.log_snr, path.d_log_snr)):
         torch.testing.assert_close((f(mid + h) - f(mid - h)) / (2 * h), df(mid), rtol=1e-5, atol=1e-7)
     torch.testing.assert_close(path.sigma_d_sigma(mid), path.sigma(mid) * path.d_sigma(mid))
+
+
+# -- transformers, flow matching, conditioning ----------------------------------------------------------
+def make_sd3(seed=0):
+    with torch.random.fork_rng():
+        torch.manual_seed(seed)
+        return diffusers.SD3Transformer2DModel(
+            sample_size=8, patch_size=2, in_channels=4, num_layers=1, attention_head_dim=8, num_attention_heads=2,
+            joint_attention_dim=12, caption_projection_dim=16, pooled_projection_dim=6, out_channels=4,
+            pos_embed_max_size=8,
+        ).eval()
+
+
+def make_dit(seed=0, classes=10):
+    with torch.random.fork_rng():
+        torch.manual_seed(seed)
+        return diffusers.DiTTransformer2DModel(
+            num_attention_heads=2, attention_head_dim=4, in_channels=4, out_channels=8, num_layers=1,
+            sample_size=8, patch_size=2, norm_num_groups=2, num_embeds_ada_norm=classes,
+        ).eval()
+
+
+def embeddings(batch, seed=0, tokens=5):
+    generator = torch.Generator().manual_seed(seed)
+    return {"encoder_hidden_states": torch.randn(batch, tokens, 12, generator=generator),
+            "pooled_projections": torch.randn(batch, 6, generator=generator)}
+
+
+def test_flow_matching_kind_is_registered_and_detected():
+    from flowsolve_diffusers import FlowMatchVelocity
+
+    assert "diffusers-flow" in registry.registry().adapters()
+    transformer = make_sd3()
+    u = flowsolve.adapt(transformer, "diffusers-flow", model_kwargs=embeddings(1))
+    assert isinstance(u, FlowMatchVelocity) and u.sample_shape == (4, 8, 8) and u.timestep_scale == 1000.0
+
+    class Pipe:  # what detection looks at: a transformer and a flow-matching scheduler
+        def __init__(self, transformer, scheduler):
+            self.transformer, self.scheduler = transformer, scheduler
+
+    detected = flowsolve.adapt(Pipe(transformer, diffusers.FlowMatchEulerDiscreteScheduler(num_train_timesteps=500)),
+                               model_kwargs=embeddings(1))
+    assert isinstance(detected, FlowMatchVelocity) and detected.num_train_timesteps == 500
+    x = noise(batch=2, seed=3).repeat(1, 2, 1, 1)
+    with torch.no_grad():
+        # t = 1 - sigma; the network at timestep sigma * N; the velocity is minus its output.
+        shared = {k: v.expand(2, *v.shape[1:]) for k, v in embeddings(1).items()}
+        out = transformer(hidden_states=x, timestep=torch.full((2,), 150.0), return_dict=False, **shared)[0]
+        torch.testing.assert_close(detected(torch.tensor(0.7), x), -out, rtol=1e-5, atol=1e-6)
+    with pytest.raises(TypeError, match="'diffusers-flow' adapter"):
+        flowsolve.adapt(transformer, "diffusers", scheduler=diffusers.FlowMatchEulerDiscreteScheduler())
+    with pytest.raises(TypeError, match="not a flow-matching scheduler"):
+        flowsolve.adapt(transformer, "diffusers-flow", scheduler=make_scheduler())
+
+
+def test_guidance_needs_unconditional_inputs_and_enters_the_fingerprint():
+    transformer = make_sd3()
+    with pytest.raises(ValueError, match="negative_model_kwargs"):
+        flowsolve.adapt(transformer, "diffusers-flow", model_kwargs=embeddings(1), guidance_scale=3.0)
+    with pytest.raises(ValueError, match="neither model_kwargs nor the conditions"):
+        flowsolve.adapt(transformer, "diffusers-flow", model_kwargs={}, negative_model_kwargs=embeddings(1),
+                        guidance_scale=3.0)
+
+    def fingerprint(**options):
+        u = flowsolve.adapt(transformer, "diffusers-flow", model_kwargs=embeddings(1, tokens=20), **options)
+        assert len(u.extra_repr()) < 1000  # embeddings are hashed, not listed
+        return model_fingerprint(u, (4, 8, 8), torch.float32, "cpu")
+
+    plain = fingerprint()
+    negative, other = embeddings(1, seed=1, tokens=20), embeddings(1, seed=2, tokens=20)
+    guided = fingerprint(negative_model_kwargs=negative, guidance_scale=3.0)
+    assert len({plain, guided, fingerprint(negative_model_kwargs=negative, guidance_scale=5.0),
+                fingerprint(negative_model_kwargs=other, guidance_scale=3.0)}) == 4
+
+
+def test_guided_field_is_one_batched_call_in_diffusers_order():
+    transformer = make_sd3()
+    positive, negative = embeddings(2), embeddings(1, seed=1)
+    u = flowsolve.adapt(transformer, "diffusers-flow", model_kwargs=positive, negative_model_kwargs=negative,
+                        guidance_scale=3.0)
+    calls = []
+    handle = transformer.register_forward_pre_hook(lambda module, args: calls.append(1))
+    x, t = noise(batch=2, seed=4).repeat(1, 2, 1, 1), torch.tensor(0.25)
+    try:
+        with torch.no_grad():
+            velocity = u(t, x)
+            assert len(calls) == 1
+            timestep = torch.full((4,), 750.0)
+            both = transformer(hidden_states=torch.cat([x, x]), timestep=timestep, return_dict=False,
+                               **{k: torch.cat([negative[k].expand_as(v), v]) for k, v in positive.items()})[0]
+    finally:
+        handle.remove()
+    expected = -(both[:2] + 3.0 * (both[2:] - both[:2]))  # SD3: negative first, uncond + g (cond - uncond)
+    torch.testing.assert_close(velocity, expected, rtol=0, atol=0)
+
+
+def test_class_conditional_fields_bind_labels_and_rebind_rows():
+    from flowsolve.models.conditioning import select_rows
+
+    dit = make_dit()
+    u = flowsolve.adapt(dit, "diffusers", scheduler=make_scheduler(), guidance_scale=2.0)
+    assert u.condition_distribution == flowsolve.Labels(10, key="class_labels") and u.class_count == 10
+    labels = torch.tensor([1, 2, 3])
+    bound = u.bind({"class_labels": labels})
+    x, t = noise(batch=3, seed=2).repeat(1, 2, 1, 1), torch.tensor(0.5)
+    with torch.no_grad():
+        rows = select_rows(bound, torch.tensor([2, 0]))
+        torch.testing.assert_close(rows(t, x[[2, 0]]), bound(t, x)[[2, 0]], rtol=1e-5, atol=1e-6)
+        assert not torch.allclose(bound(t, x), u(t, x))  # unbound: the null class
+    with pytest.raises(ValueError, match="per-sample guidance"):
+        u.bind({"guidance": torch.ones(3)})
+    with pytest.raises(ValueError, match="rows"):
+        u.bind({"class_labels": labels, "other": torch.ones(2)})
+
+
+def test_class_conditional_unet_takes_labels_and_has_no_default_null_class():
+    with torch.random.fork_rng():
+        torch.manual_seed(0)
+        unet = diffusers.UNet2DModel(
+            sample_size=SIZE, in_channels=CHANNELS, out_channels=CHANNELS, layers_per_block=1, norm_num_groups=4,
+            block_out_channels=(8, 16), down_block_types=("DownBlock2D", "DownBlock2D"),
+            up_block_types=("UpBlock2D", "UpBlock2D"), num_class_embeds=3,
+        ).eval()
+    u = flowsolve.adapt(unet, "diffusers", scheduler=make_scheduler())
+    assert u.condition_distribution == flowsolve.Labels(3, key="class_labels") and "class_labels" not in u.model_kwargs
+    with pytest.raises(ValueError, match="negative_model_kwargs"):
+        flowsolve.adapt(unet, "diffusers", scheduler=make_scheduler(), guidance_scale=2.0)
+    labels = torch.tensor([0, 2, 1, 2])
+    x = noise()
+    with torch.no_grad():
+        k = torch.full((4,), 499.5)
+        expected = unet(x, k, class_labels=labels).sample
+        data, _ = u.bind({"labels": labels}).predictions(torch.tensor(0.5), x)
+        eps = (x - u.path.alpha(torch.tensor(0.5)) * data) / u.path.sigma(torch.tensor(0.5))
+    torch.testing.assert_close(eps, expected, rtol=1e-4, atol=1e-4)
