@@ -1,6 +1,6 @@
-"""The ``flowsolve`` command line: fit, sample, eval, demo, plugins, conformance.
+"""The ``flowsolve`` command line: fit, sample, eval, export, demo, plugins, conformance.
 
-One module per command (``fit``, ``sample``, ``evaluate``, ``demo``, ``plugins``, ``conformance``),
+One module per command (``fit``, ``sample``, ``evaluate``, ``export``, ``demo``, ``plugins``, ``conformance``),
 each adding its sub-command parser and the function that runs it; shared argument types and the
 model options live in :mod:`flowsolve.cli.options`, model loading in
 :mod:`flowsolve.cli.model_loading`, cache locations in :mod:`flowsolve.cli.cache`.
