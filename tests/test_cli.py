@@ -257,3 +257,26 @@ def test_fit_passes_only_the_options_given(monkeypatch, capsys):
     assert not {"iterations", "batch_size", "lr", "loss"} & set(calls[0])
     assert calls[1]["iterations"] == 7 and calls[1]["lr"] == 0.01 and "batch_size" not in calls[1]
     assert calls[1]["loss"].name == "rmse"
+
+
+def test_a_module_object_a_plugin_recognises_is_adapted(monkeypatch):
+    """`flowsolve fit module:pipe` without --kind: the plugin that recognises the object adapts it."""
+    import sys
+    import types
+
+    from flowsolve.cli.model_loading import resolve_model
+    from flowsolve.models.adapters import Adapter
+
+    class Declared(torch.nn.Module):
+        flowsolve_adapter = ("fm-ot", {})
+        sample_shape = (3,)
+
+        def forward(self, x, t):
+            return -x
+
+    module = types.ModuleType("declared_models")
+    module.net = Declared()
+    module.plain = lambda t, x: -x
+    monkeypatch.setitem(sys.modules, "declared_models", module)
+    assert isinstance(resolve_model("declared_models:net"), Adapter)
+    assert resolve_model("declared_models:plain") is module.plain

@@ -39,7 +39,12 @@ def resolve_model(spec: str, kind: str | None = None, guidance: float | None = N
         raise CommandLineError(f"cannot import {spec!r}: {error}") from error
     if isinstance(target, type):
         target = target()
-    return adapt(target, kind) if kind else target
+    if kind:
+        return adapt(target, kind)
+    from flowsolve.plugins.registry import registry
+
+    # An object a plugin recognises (e.g. a diffusers pipeline) is adapted as it says.
+    return adapt(target) if registry().detect_adapter(target) is not None else target
 
 
 def load_model(options: ModelOptions):
