@@ -28,7 +28,7 @@ from flowsolve.methods.base import BaseMethod
 from flowsolve.methods.runge_kutta import Midpoint
 from flowsolve.solvers.family_base import Family
 from flowsolve.solvers.module import SolverModule, Trajectory
-from flowsolve.solvers.nonstationary import NonStationarySolver
+from flowsolve.solvers.nonstationary import NonStationarySolver, stored_coefficients
 
 FAMILY_NAME = "guidance-range"
 PARAMETER_NAMES = ("times", "weights", "weight_scale", "time_scale")
@@ -99,9 +99,7 @@ class GuidanceRangeSolver(SolverModule):
 
     def anchor_coefficients(self, k: int) -> tuple[torch.Tensor, torch.Tensor]:
         """``(times, weights)`` at anchor ``k``."""
-        p = self.params
-        weights = p[f"weights_{k}"] * p[f"weight_scale_{k}"] * self.mask
-        return p[f"times_{k}"] * p[f"time_scale_{k}"], weights
+        return stored_coefficients(self.params, self.get_buffer("mask"), suffix=f"_{k}")
 
     def set_anchor(self, k: int, solver: NonStationarySolver) -> None:
         """Copy a non-stationary solver's parameters into anchor ``k``."""

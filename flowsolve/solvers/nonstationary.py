@@ -92,8 +92,7 @@ class NonStationarySolver(SolverModule):
 
     def coefficients(self) -> tuple[torch.Tensor, torch.Tensor]:
         """``(times, weights)``: the evaluation times and the ``(m, m + 1)`` combination weights."""
-        weights = self.params["weights"] * self.params["weight_scale"] * self.mask
-        return self.params["times"] * self.params["time_scale"], weights
+        return stored_coefficients(self.params, self.get_buffer("mask"))
 
     def set_coefficients(self, times: torch.Tensor, weights: torch.Tensor) -> None:
         """Set times and weights (e.g. from :func:`trace`); rescales the stored weights per column."""
@@ -156,6 +155,13 @@ class NonStationarySolver(SolverModule):
 
     def extra_repr(self) -> str:
         return f"nfe={self.nfe}, params={self.num_params}"
+
+
+def stored_coefficients(params, mask: torch.Tensor, suffix: str = "") -> tuple[torch.Tensor, torch.Tensor]:
+    """``(times, weights)`` from stored parameters ``times``, ``weights`` and their fixed scales
+    (names ending in ``suffix``, e.g. ``"_0"`` for a guidance-range solver's first anchor)."""
+    weights = params["weights" + suffix] * params["weight_scale" + suffix] * mask
+    return params["times" + suffix] * params["time_scale" + suffix], weights
 
 
 # Smallest time scale: a repeated time (two stages at one time) has no gap of its own.

@@ -16,6 +16,7 @@ from diffusers import DiffusionPipeline  # noqa: E402
 import flowsolve  # noqa: E402
 from flowsolve_diffusers import BespokeScheduler, Choices, FlowMatchVelocity, export_scheduler  # noqa: E402
 from flowsolve_diffusers.adapter import DiffusersVelocity  # noqa: E402
+from test_diffusers_adapter import make_sd3  # noqa: E402  (one tiny SD3 transformer for both files)
 
 torch.set_num_threads(1)
 
@@ -53,16 +54,6 @@ def make_vae(seed=0):
             in_channels=3, out_channels=3, latent_channels=4, block_out_channels=(8,),
             down_block_types=("DownEncoderBlock2D",), up_block_types=("UpDecoderBlock2D",), layers_per_block=1,
             norm_num_groups=4, sample_size=8,
-        ).eval()
-
-
-def make_sd3(seed=0):
-    with torch.random.fork_rng():
-        torch.manual_seed(seed)
-        return diffusers.SD3Transformer2DModel(
-            sample_size=8, patch_size=2, in_channels=4, num_layers=1, attention_head_dim=8, num_attention_heads=2,
-            joint_attention_dim=12, caption_projection_dim=16, pooled_projection_dim=6, out_channels=4,
-            pos_embed_max_size=8,
         ).eval()
 
 
