@@ -281,3 +281,34 @@ def test_learning_rate_defaults_and_schedules_per_family(flow, family):
     assert solver.metadata["fit"]["lr"] == 3e-2 and solver.metadata["fit"]["lr_schedule"] == "cosine"
     with pytest.raises(ValueError, match="lr_schedule"):
         family.fit(flow, nfe=4, iterations=1, lr_schedule="linear", **SMALL)
+
+
+class MLPField(torch.nn.Module):
+    """A small velocity network with linear layers (the ops torch.autocast lowers)."""
+
+    sample_shape = (4,)
+
+    def __init__(self):
+        super().__init__()
+        torch.manual_seed(0)
+        self.net = torch.nn.Sequential(torch.nn.Linear(5, 64), torch.nn.Tanh(), torch.nn.Linear(64, 4))
+
+    def forward(self, t, x):
+        t = torch.as_tensor(t, dtype=x.dtype).expand(x.shape[0], 1)
+        return self.net(torch.cat([x, t], dim=1)) - x
+
+
+def test_autocast_runs_the_network_in_low_precision_and_keeps_the_ground_truth_exact(family):
+    field = MLPField()
+    options = dict(nfe=4, iterations=3, validate_every=3, train_trajectories=32, val_trajectories=32, batch_size=8,
+                   progress=False)
+    full = family.fit(field, **options)
+    low = family.fit(field, autocast=torch.bfloat16, **options)
+    assert low.metadata["fit"]["store"] == full.metadata["fit"]["store"]  # one ground truth for both
+    assert low.metadata["fit"]["autocast"] == "bfloat16" and "autocast" not in full.metadata["fit"]
+    start_full, start_low = full.metadata["history"][0]["val_rmse"], low.metadata["history"][0]["val_rmse"]
+    assert start_low != start_full  # bfloat16 products really ran ...
+    assert abs(start_low - start_full) < 0.05 * start_full  # ... and stay close to float32's
+    assert all(low.params[k].dtype == p.dtype for k, p in full.params.items())
+    with pytest.raises(ValueError, match="autocast must be"):
+        family.fit(field, autocast=torch.float64, **options)

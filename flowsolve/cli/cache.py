@@ -27,11 +27,18 @@ def trajectory_store(model, seed: int, options: ModelOptions | None = None):
         seed: the noise seed, part of the store's directory name.
         options: the shape, device and dtype to run at (default: the model's shape, cpu, float32).
     """
+    from flowsolve.models.conditioning import distribution_of
+    from flowsolve.training import budget
     from flowsolve.training.store import GroundTruthStore
 
     options = options or ModelOptions()
     shape, device = sample_shape_of(model, options), options.device or "cpu"
-    # float32 stores keep their old directory names; other dtypes get their own directory.
+    # An expensive model's paths are solved in small shards (a few paths never cost 256 of them).
+    shard_size = budget.shard_size_for(budget.seconds_per_evaluation(
+        model, shape, dtype=options.torch_dtype, device=device, conditions=distribution_of(model)))
+    # float32 stores with full shards keep their old directory names; the others get their own.
     precision = "" if (options.dtype or DEFAULT_DTYPE) == DEFAULT_DTYPE else f"-{options.dtype}"
-    directory = cache_directory() / "stores" / f"{model_key(model, options)}{precision}-seed{seed}"
-    return GroundTruthStore(directory, model, sample_shape=shape, dtype=options.torch_dtype, device=device, seed=seed)
+    shards = "" if shard_size == budget.DEFAULT_SHARD_SIZE else f"-shard{shard_size}"
+    directory = cache_directory() / "stores" / f"{model_key(model, options)}{precision}{shards}-seed{seed}"
+    return GroundTruthStore(directory, model, sample_shape=shape, dtype=options.torch_dtype, device=device, seed=seed,
+                            shard_size=shard_size)

@@ -20,6 +20,13 @@ from flowsolve.cli.options import (
 
 # Options handed to ParametricFamily.fit only when given, so that fit's own defaults apply otherwise.
 FIT_OPTIONS = ("iterations", "batch_size", "lr", "train_trajectories", "val_trajectories")
+# An image U-Net on a laptop CPU gets a fit that improves on its start in this time.
+DEFAULT_MINUTES = 15.0
+
+
+def _minutes(text: str) -> float | None:
+    """``--minutes``: a positive number, or ``none`` for no budget."""
+    return None if text.strip().lower() == "none" else positive_float(text)
 
 
 def add_parser(commands) -> None:
@@ -41,8 +48,14 @@ def add_parser(commands) -> None:
                         help="ground-truth paths to train on (default: flowsolve.fit's)")
     parser.add_argument("--val-trajectories", type=positive_int,
                         help="ground-truth paths to validate on (default: flowsolve.fit's)")
-    parser.add_argument("--minutes", type=positive_float,
-                        help="stop training after this many minutes (validated and checkpointed; rerun to continue)")
+    parser.add_argument("--minutes", type=_minutes, default=DEFAULT_MINUTES,
+                        help=f"wall-time budget of the whole command (default {DEFAULT_MINUTES:g}): path counts, "
+                             "batch and steps not given are sized from the model's measured cost to fit in it, and "
+                             "training stops there (validated and checkpointed; rerun to continue); 'none' for "
+                             "fit's full sizes and no limit")
+    parser.add_argument("--autocast", choices=("bfloat16", "float16"),
+                        help="run the network of the training rollouts under torch.autocast in this dtype "
+                             "(GPUs with low-precision units; the ground truth stays in --dtype)")
     parser.add_argument("-o", "--output", default="solver.pt", help="solver file to write (default solver.pt)")
     parser.add_argument("--checkpoint", type=Path,
                         help="progress file (default: in the cache, one per model and settings)")
@@ -69,7 +82,7 @@ def run(args: argparse.Namespace) -> int:
     started = time.perf_counter()
     solver = family.fit(model, nfe=args.nfe, store=store, progress=not args.quiet, checkpoint=checkpoint,
                         init=_init(args.init), device=store.device, dtype=store.dtype, max_minutes=args.minutes,
-                        **fit_options)
+                        autocast=None if args.autocast is None else getattr(torch, args.autocast), **fit_options)
     if not current().is_main:  # under torchrun, rank 0 writes the file and reports
         return 0
     solver.save(args.output)
@@ -111,6 +124,7 @@ def _run_name(store, family, args: argparse.Namespace) -> str:
     settings = "".join(f"-{name.replace('_', '-')}-{value}" for name, value in given if value is not None)
     init = "" if args.init is None else "-init-" + _init_key(args.init)
     precision = "" if args.dtype in (None, DEFAULT_DTYPE) else f"-{args.dtype}"
+    precision += "" if args.autocast is None else f"-autocast-{args.autocast}"
     return f"{store.key['model']}-{family.label.replace(' ', '-')}-nfe{args.nfe}{settings}{init}{precision}"
 
 

@@ -101,11 +101,16 @@ class ParametricFamily(Family):
             iterations, batch_size, lr: Adam training loop (defaults 1000, 32, and the
                 family's ``default_lr``: 2e-3 here, 3e-2 for the non-stationary families whose
                 parameters are stored relative to their scale).
-            lr_schedule: ``"constant"`` or ``"cosine"`` (decay to 5% over ``iterations``);
+            lr_schedule: ``"constant"``, ``"cosine"`` (decay to 5% over ``iterations``) or
+                ``"warmup-cosine"`` (the same after a linear warm-up over the first 10%);
                 default the family's ``default_lr_schedule``.
-            max_minutes: stop after this much wall time of training (validated and
-                checkpointed there; ``solver.metadata["stopped_at"]`` says where). A rerun with
-                the same checkpoint continues.
+            max_minutes: a wall-time budget for the whole call, ground truth included. The sizes
+                not given (path counts, batch, iterations, validation interval) are planned from
+                the model's measured cost to fit in it (:mod:`flowsolve.training.budget`: full
+                sizes for a cheap model, fewer paths and smaller batches for an expensive one),
+                and training stops at the deadline (validated and checkpointed there;
+                ``solver.metadata["stopped_at"]`` says where, ``["plan"]`` what was measured).
+                A rerun with the same checkpoint keeps the first run's plan and continues.
             train_trajectories, val_trajectories: ground-truth paths for training and
                 for validation (held-out noise); defaults 1024 and 256.
             validate_every: iterations between validations (and checkpoints).
@@ -128,6 +133,10 @@ class ParametricFamily(Family):
                 guidance scales) are drawn from and stored with; default the model's
                 ``condition_distribution``. Every loss and validation step runs the field with
                 its paths' conditions bound.
+            autocast: ``torch.bfloat16`` or ``torch.float16``: the training and validation
+                rollouts run the network under :func:`torch.autocast` (faster on GPUs with
+                low-precision units; much slower on CPUs without them). The ground truth stays in
+                ``dtype``; sample the same way (``with torch.autocast(...)``) to match the fit.
 
         Returns:
             The fitted :class:`~flowsolve.ParametricSolver`; ``solver.metadata`` holds the model

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+import functools
 import hashlib
 import json
 import math
@@ -23,7 +25,7 @@ from flowsolve.core.fingerprint import tensor_fingerprint
 from flowsolve.models.conditioning import ConditionDistribution, distribution_of
 from flowsolve.core.solver_file import atomic_torch_save
 from flowsolve.solvers.module import SolverModule
-from flowsolve.training import distributed
+from flowsolve.training import budget, distributed
 from flowsolve.training.ground_truth import (
     DEFAULT_ATOL,
     DEFAULT_MAX_STEP,
@@ -39,11 +41,27 @@ from flowsolve.training.store import GroundTruthStore
 
 CHECKPOINT_FORMAT = "flowsolve.fit-checkpoint"  # unchanged since format 1: old checkpoints resume
 
-# Learning-rate factor at fraction f of the iterations: constant, or a cosine decay to 5% (the
-# last steps settle instead of rattling at the full step size).
+def _cosine(f: float) -> float:
+    return 0.05 + 0.95 * 0.5 * (1 + math.cos(math.pi * min(f, 1.0)))
+
+
+WARMUP_FRACTION = 0.1
+
+
+def _warmup_cosine(f: float) -> float:
+    if f < WARMUP_FRACTION:
+        return (f + 1 / 64) / (WARMUP_FRACTION + 1 / 64)
+    return _cosine((f - WARMUP_FRACTION) / (1 - WARMUP_FRACTION))
+
+
+# Learning-rate factor at fraction f of the iterations: constant; a cosine decay to 5% (the last
+# steps settle instead of rattling at the full step size); or the same after a linear warm-up
+# over the first 10% (Adam's first steps move every parameter by about lr whatever its
+# gradient, before its moment estimates mean anything).
 LR_SCHEDULES = {
     "constant": lambda f: 1.0,
-    "cosine": lambda f: 0.05 + 0.95 * 0.5 * (1 + math.cos(math.pi * min(f, 1.0))),
+    "cosine": _cosine,
+    "warmup-cosine": _warmup_cosine,
 }
 
 
@@ -95,12 +113,12 @@ def fit(
     *,
     loss: Loss | None = None,
     L_tau: float | None = None,
-    iterations: int = 1000,
-    batch_size: int = 32,
+    iterations: int | None = None,
+    batch_size: int | None = None,
     lr: float | None = None,
-    train_trajectories: int = 1024,
-    val_trajectories: int = 256,
-    validate_every: int = 50,
+    train_trajectories: int | None = None,
+    val_trajectories: int | None = None,
+    validate_every: int | None = None,
     seed: int = 0,
     noise_seed: int = 0,
     device=None,
@@ -116,12 +134,15 @@ def fit(
     conditions: ConditionDistribution | None = None,
     max_minutes: float | None = None,
     lr_schedule: str | None = None,
+    autocast: torch.dtype | None = None,
 ):
     """Fit ``family.at(nfe)`` to ``model`` (see :meth:`ParametricFamily.fit`)."""
+    called = time.perf_counter()
     # Every number is checked before any ground truth is solved, so a typo costs nothing.
-    for name, value in (("iterations", iterations), ("batch_size", batch_size), ("train_trajectories", train_trajectories),
-                        ("val_trajectories", val_trajectories), ("validate_every", validate_every)):
-        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+    given = {"iterations": iterations, "batch_size": batch_size, "train_trajectories": train_trajectories,
+             "val_trajectories": val_trajectories, "validate_every": validate_every}
+    for name, value in given.items():
+        if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 1):
             raise FlowsolveValueError(f"{name} must be a positive int, got {value!r}")
     for name, value in (("seed", seed), ("noise_seed", noise_seed)):
         if isinstance(value, bool) or not isinstance(value, int):
@@ -145,13 +166,13 @@ def fit(
             f"got {L_tau!r}"
         )
     check_tolerances(rtol, atol, max_step)
+    if autocast not in AUTOCAST_DTYPES:
+        raise FlowsolveValueError(f"autocast must be torch.bfloat16, torch.float16 or None, got {autocast!r}")
     solver = family.at(nfe, init=init, model=model)
     loss = _resolve_loss(loss, L_tau, solver)
     device = torch.device(device or _model_device(model))
     dtype = dtype or _model_dtype(model)
     context = distributed.setup(device)
-    if batch_size % context.world:
-        raise FlowsolveValueError(f"batch_size={batch_size} must be a multiple of the number of processes ({context.world})")
     if not context.is_main:
         progress = False
     solver.to(device)
@@ -159,37 +180,57 @@ def fit(
     if conditions is not None and not callable(getattr(model, "bind", None)):
         raise FlowsolveTypeError(f"conditions were given but {type(model).__name__} takes none: adapt a "
                                  "flowsolve.ClassifierFreeGuidance (or a field with bind(conditions))")
+    deadline = None if max_minutes is None else called + 60 * max_minutes
+    evaluation_seconds = None
     if not isinstance(store, GroundTruthStore):
+        shape = sample_shape if sample_shape is not None else getattr(model, "sample_shape", None)
+        shard_size = budget.DEFAULT_SHARD_SIZE
+        if shape is not None:  # (without one, the store says what is missing)
+            evaluation_seconds = context.share(budget.seconds_per_evaluation(
+                model, shape, dtype=dtype, device=device,
+                conditions=conditions if conditions is not None else distribution_of(model)), owner=0)
+            shard_size = budget.shard_size_for(evaluation_seconds)
         store = GroundTruthStore(store, model, sample_shape=sample_shape, dtype=dtype, device=device, seed=noise_seed,
-                                rtol=rtol, atol=atol, max_step=max_step, conditions=conditions)
+                                rtol=rtol, atol=atol, max_step=max_step, conditions=conditions, shard_size=shard_size)
     elif conditions is not None and store.key.get("conditions") != conditions.to_dict():
         raise FlowsolveValueError(f"the store draws conditions {store.key.get('conditions')}, not the requested "
                                   f"{conditions.to_dict()}: build the store with conditions=, or leave them out here")
-    started = time.perf_counter()
-    validation = store.load(val_trajectories, device=device, progress=progress)
-    training = store.load(train_trajectories, start=val_trajectories, device=device, progress=progress)
-    ground_truth_seconds = time.perf_counter() - started
-
-    settings = {
-        "family": family.to_dict(),
-        "nfe": nfe, "loss": loss.to_dict(), "iterations": iterations, "batch_size": batch_size, "lr": lr,
-        "train_trajectories": train_trajectories, "val_trajectories": val_trajectories,
-        "validate_every": validate_every, "seed": seed, "store": store.key,
-        **({} if lr_schedule == "constant" else {"lr_schedule": lr_schedule}),  # old checkpoints keep their hash
-        "init": None if init is None else _init_label(init),
-    }
-    optimizer = torch.optim.Adam(solver.parameters(), lr=lr)
-    generator = torch.Generator().manual_seed(seed)
-    state: dict[str, Any] = {"iteration": 0, "history": [], "best": None, "best_rmse": math.inf}
     checkpoint = None if checkpoint is None else Path(checkpoint)
     # Rank 0 decides whether to resume and hands its checkpoint to the others (whose disks may differ).
     saved = context.share(_read_checkpoint(checkpoint) if checkpoint is not None and checkpoint.exists() else None,
                           owner=0)
+    plan = budget.Planner(given, deadline, store, model, context, evaluation_seconds,
+                          saved_settings=None if saved is None else json.loads(saved["settings"]))
+    val_trajectories, train_trajectories = plan.paths()
+    started = time.perf_counter()
+    validation = store.load(val_trajectories, device=device, progress=progress)
+    training = store.load(train_trajectories, start=val_trajectories, device=device, progress=progress)
+    ground_truth_seconds = time.perf_counter() - started
+    network_precision = _network_precision(autocast, device)
+    with network_precision():
+        sizes = plan.steps(solver, loss, training, nfe)
+    if sizes["batch_size"] % context.world:
+        raise FlowsolveValueError(f"batch_size={sizes['batch_size']} must be a multiple of the number of processes "
+                                  f"({context.world})")
+
+    settings = {
+        "family": family.to_dict(),
+        "nfe": nfe, "loss": loss.to_dict(), "iterations": sizes["iterations"], "batch_size": sizes["batch_size"],
+        "lr": lr, "train_trajectories": sizes["train_trajectories"], "val_trajectories": sizes["val_trajectories"],
+        "validate_every": sizes["validate_every"], "seed": seed, "store": store.key,
+        **({} if lr_schedule == "constant" else {"lr_schedule": lr_schedule}),  # old checkpoints keep their hash
+        "init": None if init is None else _init_label(init),
+        **({} if autocast is None else {"autocast": str(autocast).replace("torch.", "")}),
+    }
+    optimizer = torch.optim.Adam(solver.parameters(), lr=lr)
+    generator = torch.Generator().manual_seed(seed)
+    state: dict[str, Any] = {"iteration": 0, "history": [], "best": None, "best_rmse": math.inf}
     if saved is not None:
         _resume(saved, checkpoint, settings, solver, optimizer, generator, state)
 
     def validate():
-        metrics = _validation_metrics(solver, model, validation, context)
+        with network_precision():
+            metrics = _validation_metrics(solver, model, validation, context)
         record = {"iteration": state["iteration"], "val_rmse": metrics["rmse"], "val_psnr": metrics["psnr"]}
         if metrics["rmse"] < state["best_rmse"]:
             state["best_rmse"] = metrics["rmse"]
@@ -197,12 +238,13 @@ def fit(
         return record
 
     fit_started = time.perf_counter()
-    deadline = None if max_minutes is None else fit_started + 60 * max_minutes
+    iterations = sizes["iterations"]
     try:
         _train(solver, model, loss, optimizer, generator, training, state, validate, settings,
                checkpoint if context.is_main else None, context,
-               iterations=iterations, batch_size=batch_size, validate_every=validate_every, device=device,
-               progress=progress, label=f"fit {family.label} nfe={nfe}", deadline=deadline,
+               iterations=iterations, batch_size=sizes["batch_size"], validate_every=sizes["validate_every"],
+               device=device,
+               progress=progress, label=f"fit {family.label} nfe={nfe}", deadline=deadline, precision=network_precision,
                lr_at=lambda i: lr * LR_SCHEDULES[lr_schedule](i / iterations))
     except NonFiniteVelocityError as error:
         raise NonFiniteVelocityError(f"fit stopped at iteration {state['iteration']}: {error}") from error
@@ -220,8 +262,21 @@ def fit(
         "timing": {"ground_truth_seconds": ground_truth_seconds, "fit_seconds": time.perf_counter() - fit_started,
                    "ground_truth_nfe_per_path": training.evaluations},
         "stopped_at": state["iteration"],  # below settings["iterations"] when max_minutes ended the fit
+        **({"plan": plan.measured} if plan.measured else {}),
     }
     return solver
+
+
+# Low-precision network calls (torch.autocast): the network's matrix products and convolutions run
+# in the given dtype; the solver's arithmetic is elementwise and stays in the state's dtype.
+AUTOCAST_DTYPES = (None, torch.bfloat16, torch.float16)
+
+
+def _network_precision(dtype: torch.dtype | None, device: torch.device):
+    """A context-manager factory: torch.autocast to ``dtype`` on ``device``, or nothing."""
+    if dtype is None:
+        return contextlib.nullcontext
+    return functools.partial(torch.autocast, device.type, dtype=dtype)
 
 
 def _validation_metrics(solver, model, validation, context) -> dict:
@@ -233,7 +288,8 @@ def _validation_metrics(solver, model, validation, context) -> dict:
 
 
 def _train(solver, model, loss, optimizer, generator, training, state, validate, settings, checkpoint, context, *,
-           iterations, batch_size, validate_every, device, progress, label, deadline=None, lr_at=None):
+           iterations, batch_size, validate_every, device, progress, label, deadline=None, lr_at=None,
+           precision=contextlib.nullcontext):
     if state["iteration"] == 0 and not state["history"]:
         state["history"].append({**validate(), "train_loss": None})
     with Progress(iterations, label, enabled=progress, start=state["iteration"]) as bar:
@@ -247,7 +303,8 @@ def _train(solver, model, loss, optimizer, generator, training, state, validate,
                     group["lr"] = lr_at(state["iteration"])
             optimizer.zero_grad(set_to_none=True)
             paths = training.subset(batch)
-            value = loss.backward(solver, paths.field(model), paths)
+            with precision():
+                value = loss.backward(solver, paths.field(model), paths)
             context.average_gradients(solver.parameters())
             value = context.sum(torch.as_tensor(value, dtype=torch.float64).reshape(1))[0] / context.world
             if not torch.isfinite(value):
