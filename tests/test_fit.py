@@ -274,11 +274,18 @@ def test_learning_rate_defaults_and_schedules_per_family(flow, family):
     from flowsolve.training.fit import LR_SCHEDULES
 
     assert family.default_lr == 2e-3 and family.default_lr_schedule == "constant"
-    assert flowsolve.NonStationary.default_lr == 3e-2 and flowsolve.NonStationary.default_lr_schedule == "cosine"
+    assert flowsolve.NonStationary.default_lr == 3e-2 and flowsolve.NonStationary.default_lr_schedule == "warmup-cosine"
     cosine = LR_SCHEDULES["cosine"]
     assert cosine(0.0) == 1.0 and abs(cosine(0.5) - 0.525) < 1e-12 and abs(cosine(1.0) - 0.05) < 1e-12
     solver = flowsolve.NonStationary().fit(flow, nfe=4, iterations=10, validate_every=5, **SMALL)
-    assert solver.metadata["fit"]["lr"] == 3e-2 and solver.metadata["fit"]["lr_schedule"] == "cosine"
+    # Tuned at batch 32, scaled by sqrt(batch / 32) (SMALL's batch is 16); a given lr is kept.
+    assert solver.metadata["fit"]["lr"] == pytest.approx(3e-2 * 0.5 ** 0.5, rel=1e-12)
+    assert solver.metadata["fit"]["lr_schedule"] == "warmup-cosine"
+    given = flowsolve.NonStationary().fit(flow, nfe=4, iterations=2, lr=1e-2, **SMALL)
+    assert given.metadata["fit"]["lr"] == 1e-2
+    warmup = LR_SCHEDULES["warmup-cosine"]
+    assert warmup(0.0) < 0.2 and warmup(0.1) == 1.0 and abs(warmup(1.0) - 0.05) < 1e-12
+    assert all(warmup(i / 100) <= warmup((i + 1) / 100) for i in range(10))  # rising during the warm-up
     with pytest.raises(ValueError, match="lr_schedule"):
         family.fit(flow, nfe=4, iterations=1, lr_schedule="linear", **SMALL)
 

@@ -99,11 +99,13 @@ class ParametricFamily(Family):
             loss: a :class:`~flowsolve.training.losses.Loss`; default ``RMSEBound(L_tau)``.
             L_tau: Lipschitz hyper-parameter of the default loss (1.0).
             iterations, batch_size, lr: Adam training loop (defaults 1000, 32, and the
-                family's ``default_lr``: 2e-3 here, 3e-2 for the non-stationary families whose
+                family's ``default_lr`` times ``sqrt(batch_size / 32)``, Adam's square-root
+                rule: ``default_lr`` is 2e-3 here, 3e-2 for the non-stationary families whose
                 parameters are stored relative to their scale).
             lr_schedule: ``"constant"``, ``"cosine"`` (decay to 5% over ``iterations``) or
                 ``"warmup-cosine"`` (the same after a linear warm-up over the first 10%);
-                default the family's ``default_lr_schedule``.
+                default the family's ``default_lr_schedule`` (``"constant"`` here,
+                ``"warmup-cosine"`` for the non-stationary families).
             max_minutes: a wall-time budget for the whole call, ground truth included. The sizes
                 not given (path counts, batch, iterations, validation interval) are planned from
                 the model's measured cost to fit in it (:mod:`flowsolve.training.budget`: full

@@ -28,7 +28,7 @@ class Family(abc.ABC):
     # Adam's step size when fit is given none: a family whose parameters are stored relative to
     # their own scale (non-stationary) takes larger steps than one with raw times and scales.
     default_lr: ClassVar[float] = 2e-3
-    default_lr_schedule: ClassVar[str] = "constant"  # or "cosine" (see flowsolve.training.fit.LR_SCHEDULES)
+    default_lr_schedule: ClassVar[str] = "constant"  # or "cosine", "warmup-cosine" (see flowsolve.training.fit.LR_SCHEDULES)
 
     @property
     @abc.abstractmethod

@@ -28,7 +28,7 @@ from flowsolve.methods.base import BaseMethod
 from flowsolve.methods.runge_kutta import Midpoint
 from flowsolve.solvers.family_base import Family
 from flowsolve.solvers.module import SolverModule, Trajectory
-from flowsolve.solvers.nonstationary import NonStationarySolver, stored_coefficients
+from flowsolve.solvers.nonstationary import NonStationary, NonStationarySolver, stored_coefficients
 
 FAMILY_NAME = "guidance-range"
 PARAMETER_NAMES = ("times", "weights", "weight_scale", "time_scale")
@@ -193,11 +193,9 @@ class GuidanceRange(Family):
 
     has_local_steps = False
     conformance_checks = ("start", "contracts", "gradients", "order-consistency")
-    # Times and weights are stored relative to their own scale, so lr is a relative change per
-    # step; measured on digits-eps-vp at NFE 8 (300 steps): test RMSE 0.042 / 0.028 / 0.042 at
-    # lr 1e-2 / 3e-2 / 1e-1 (DPM-Solver++(2M), the start: 0.150). The cosine decay settles the end.
-    default_lr = 3e-2
-    default_lr_schedule = "cosine"
+    # Anchors are non-stationary solvers, parametrised the same way.
+    default_lr = NonStationary.default_lr
+    default_lr_schedule = NonStationary.default_lr_schedule
 
     def at(self, nfe: int, init=None, model=None) -> GuidanceRangeSolver:
         if isinstance(init, GuidanceRangeSolver):

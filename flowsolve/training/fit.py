@@ -147,8 +147,6 @@ def fit(
     for name, value in (("seed", seed), ("noise_seed", noise_seed)):
         if isinstance(value, bool) or not isinstance(value, int):
             raise FlowsolveValueError(f"{name} must be an int, got {value!r}")
-    if lr is None:
-        lr = family.default_lr
     if lr_schedule is None:
         lr_schedule = family.default_lr_schedule
     if lr_schedule not in LR_SCHEDULES:
@@ -156,9 +154,8 @@ def fit(
     if max_minutes is not None and (isinstance(max_minutes, bool) or not isinstance(max_minutes, numbers.Real)
                                     or not (math.isfinite(max_minutes) and max_minutes > 0)):
         raise FlowsolveValueError(f"max_minutes must be a positive number of minutes (or None), got {max_minutes!r}")
-    if isinstance(lr, bool) or not isinstance(lr, (int, float)) or not (math.isfinite(lr) and lr > 0):
+    if lr is not None and (isinstance(lr, bool) or not isinstance(lr, (int, float)) or not (math.isfinite(lr) and lr > 0)):
         raise FlowsolveValueError(f"lr must be a positive finite number (Adam's step size, e.g. 2e-3), got {lr!r}")
-    lr = float(lr)
     if L_tau is not None and (isinstance(L_tau, bool) or not isinstance(L_tau, numbers.Real)
                               or not (math.isfinite(L_tau) and L_tau >= 0)):
         raise FlowsolveValueError(
@@ -212,6 +209,7 @@ def fit(
     if sizes["batch_size"] % context.world:
         raise FlowsolveValueError(f"batch_size={sizes['batch_size']} must be a multiple of the number of processes "
                                   f"({context.world})")
+    lr = float(lr) if lr is not None else default_lr(family, sizes["batch_size"])
 
     settings = {
         "family": family.to_dict(),
@@ -265,6 +263,12 @@ def fit(
         **({"plan": plan.measured} if plan.measured else {}),
     }
     return solver
+
+
+def default_lr(family, batch_size: int) -> float:
+    """The family's ``default_lr`` (tuned at the full batch of 32) scaled by ``sqrt(batch / 32)``:
+    Adam's square-root rule, since a smaller batch has noisier gradients."""
+    return family.default_lr * math.sqrt(batch_size / budget.FULL_SIZES["batch_size"])
 
 
 # Low-precision network calls (torch.autocast): the network's matrix products and convolutions run
