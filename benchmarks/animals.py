@@ -3,7 +3,7 @@
 Usage::
 
     OMP_NUM_THREADS=1 python benchmarks/animals.py --model animals-fm-ot --guidance 2 --nfe 8 10 \\
-        [--train 128 --val 32 --test 128 --iterations 150 --batch 4 --rtol 1e-4] [--out .bench/animals]
+        [--train 128 --val 32 --test 128 --iterations 250 --batch 4 --rtol 1e-4] [--out .bench/animals]
 
 For one model and guidance weight ``w`` (labels drawn uniformly, one per path):
 
@@ -117,8 +117,9 @@ def main(argv=None) -> None:
     parser.add_argument("--train", type=int, default=128)
     parser.add_argument("--val", type=int, default=32)
     parser.add_argument("--test", type=int, default=128)
-    parser.add_argument("--iterations", type=int, default=150)
+    parser.add_argument("--iterations", type=int, default=250)
     parser.add_argument("--batch", type=int, default=4)
+    parser.add_argument("--validate-every", type=int, default=25)
     parser.add_argument("--lr", type=float, default=None, help="default: fit's")
     parser.add_argument("--rtol", type=float, default=1e-4, help="dopri5 rtol = atol of the ground truth")
     parser.add_argument("--shard", type=int, default=32)
@@ -147,7 +148,8 @@ def main(argv=None) -> None:
     for nfe in args.nfe:
         def fit_and_score(nfe=nfe):
             init = best_start_on(u, validation, nfe)
-            options = dict(iterations=args.iterations, batch_size=args.batch, train_trajectories=args.train,
+            options = dict(iterations=args.iterations, batch_size=args.batch, validate_every=args.validate_every,
+                           train_trajectories=args.train,
                            val_trajectories=args.val, store=fit_store, checkpoint=out / f"non-stationary-nfe{nfe}.ckpt",
                            init=init, progress=True)
             if args.lr is not None:
