@@ -4,7 +4,7 @@
 
 For each model and NFE it fits, on the cached ground truth (noise seed 0):
 - non-stationary solvers started from DPM-Solver++(2M) (log-SNR grid) and from Midpoint (even NFE),
-  trained on the final-sample RMSE with the family's defaults (lr 3e-2, cosine decay); the one
+  trained on the final-sample RMSE with the family's defaults (lr 3e-2 at batch 32, warm-up and cosine decay); the one
   with the lower validation RMSE is kept;
 - scale-time x Midpoint (even NFE) and scale-time x AB2 started from the log-SNR grid (default
   RMSE-Bound loss), checking that fitting never ends worse than the grid's own solver.
