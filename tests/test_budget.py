@@ -70,6 +70,10 @@ def test_a_budgeted_fit_sizes_itself_from_the_models_cost_and_keeps_to_the_budge
                        store=tmp_path / "store")
     for name in ("val_trajectories", "train_trajectories", "iterations", "batch_size", "validate_every"):
         assert again.metadata["fit"][name] == settings[name]
+    # An unbudgeted fit on the same directory reuses the store as it is (no timing, no mismatch).
+    plain = family.fit(slow, nfe=4, iterations=1, train_trajectories=16, val_trajectories=16, batch_size=4,
+                       progress=False, store=tmp_path / "store")
+    assert plain.metadata["fit"]["store"] == settings["store"]
 
 
 def test_without_a_budget_fit_uses_the_full_sizes():

@@ -33,12 +33,19 @@ def trajectory_store(model, seed: int, options: ModelOptions | None = None):
 
     options = options or ModelOptions()
     shape, device = sample_shape_of(model, options), options.device or "cpu"
-    # An expensive model's paths are solved in small shards (a few paths never cost 256 of them).
-    shard_size = budget.shard_size_for(budget.seconds_per_evaluation(
-        model, shape, dtype=options.torch_dtype, device=device, conditions=distribution_of(model)))
     # float32 stores with full shards keep their old directory names; the others get their own.
     precision = "" if (options.dtype or DEFAULT_DTYPE) == DEFAULT_DTYPE else f"-{options.dtype}"
-    shards = "" if shard_size == budget.DEFAULT_SHARD_SIZE else f"-shard{shard_size}"
-    directory = cache_directory() / "stores" / f"{model_key(model, options)}{precision}{shards}-seed{seed}"
+
+    def directory_for(shard_size: int) -> Path:
+        shards = "" if shard_size == budget.DEFAULT_SHARD_SIZE else f"-shard{shard_size}"
+        return cache_directory() / "stores" / f"{model_key(model, options)}{precision}{shards}-seed{seed}"
+
+    # An existing store is reused; a new one for an expensive model gets small shards (a few
+    # paths never cost 256 of them).
+    existing = [size for size in (budget.DEFAULT_SHARD_SIZE, budget.SMALL_SHARD_SIZE)
+                if budget.stored_shard_size(directory_for(size)) == size]
+    shard_size = existing[0] if existing else budget.shard_size_for(budget.seconds_per_evaluation(
+        model, shape, dtype=options.torch_dtype, device=device, conditions=distribution_of(model)))
+    directory = directory_for(shard_size)
     return GroundTruthStore(directory, model, sample_shape=shape, dtype=options.torch_dtype, device=device, seed=seed,
                             shard_size=shard_size)

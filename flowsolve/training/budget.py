@@ -11,9 +11,11 @@ before the number of steps does (a few hundred small steps beat a few large ones
 
 from __future__ import annotations
 
+import json
 import math
 import statistics
 import time
+from pathlib import Path
 
 import torch
 
@@ -59,6 +61,20 @@ def seconds_per_evaluation(model, sample_shape, *, dtype=torch.float32, device="
 def shard_size_for(seconds_per_path_evaluation: float) -> int:
     """Paths per ground-truth shard: the default for cheap models, a small shard for expensive ones."""
     return SMALL_SHARD_SIZE if seconds_per_path_evaluation > EXPENSIVE_EVALUATION_SECONDS else DEFAULT_SHARD_SIZE
+
+
+def stored_shard_size(directory) -> int | None:
+    """The shard size of the store already in ``directory`` (``None``: no store there yet).
+
+    A measured cost decides the shard size of a new store only: an existing one keeps its own,
+    so a borderline model does not flip between two stores (whose noise differs) from run to run."""
+    if directory is None:
+        return None
+    manifest = Path(directory) / "manifest.json"
+    try:
+        return int(json.loads(manifest.read_text())["shard_size"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
 
 
 def plan_paths(budget_seconds: float, seconds_per_path: float, *, available: int, shard_size: int,

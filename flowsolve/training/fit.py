@@ -181,12 +181,14 @@ def fit(
     evaluation_seconds = None
     if not isinstance(store, GroundTruthStore):
         shape = sample_shape if sample_shape is not None else getattr(model, "sample_shape", None)
-        shard_size = budget.DEFAULT_SHARD_SIZE
-        if shape is not None:  # (without one, the store says what is missing)
-            evaluation_seconds = context.share(budget.seconds_per_evaluation(
-                model, shape, dtype=dtype, device=device,
-                conditions=conditions if conditions is not None else distribution_of(model)), owner=0)
-            shard_size = budget.shard_size_for(evaluation_seconds)
+        shard_size = context.share(budget.stored_shard_size(store), owner=0)
+        if shard_size is None:
+            shard_size = budget.DEFAULT_SHARD_SIZE
+            if deadline is not None and shape is not None:  # a budgeted fit: small shards for an expensive model
+                evaluation_seconds = context.share(budget.seconds_per_evaluation(
+                    model, shape, dtype=dtype, device=device,
+                    conditions=conditions if conditions is not None else distribution_of(model)), owner=0)
+                shard_size = budget.shard_size_for(evaluation_seconds)
         store = GroundTruthStore(store, model, sample_shape=sample_shape, dtype=dtype, device=device, seed=noise_seed,
                                 rtol=rtol, atol=atol, max_step=max_step, conditions=conditions, shard_size=shard_size)
     elif conditions is not None and store.key.get("conditions") != conditions.to_dict():
