@@ -115,7 +115,8 @@ class ParametricFamily(Family):
                 A rerun with the same checkpoint keeps the first run's plan and continues.
             train_trajectories, val_trajectories: ground-truth paths for training and
                 for validation (held-out noise); defaults 1024 and 256.
-            validate_every: iterations between validations (and checkpoints).
+            validate_every: iterations between validations (and checkpoints); default 50, or
+                a tenth of the steps under ``max_minutes``.
             seed: minibatch seed; the same seeds give the same result.
             noise_seed: seed of the ground-truth noise (part of the store's key).
             device, dtype: where and in which precision the model runs (default: the model's).

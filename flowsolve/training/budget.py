@@ -173,7 +173,7 @@ class Planner:
     def _plan_steps(self, solver, loss, training, nfe: int) -> None:
         assert self.deadline is not None and self.sizes["val_trajectories"] is not None
         if self.context.is_main:
-            probe = training.subset(torch.arange(min(4, len(training))))
+            probe = training.subset(torch.arange(min(4, len(training)), device=training.x0.device))
             began = time.perf_counter()
             loss.backward(solver, probe.field(self.model), probe)
             if probe.x0.device.type == "cuda":

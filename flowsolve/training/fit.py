@@ -243,9 +243,8 @@ def fit(
         _train(solver, model, loss, optimizer, generator, training, state, validate, settings,
                checkpoint if context.is_main else None, context,
                iterations=iterations, batch_size=sizes["batch_size"], validate_every=sizes["validate_every"],
-               device=device,
-               progress=progress, label=f"fit {family.label} nfe={nfe}", deadline=deadline, precision=network_precision,
-               lr_at=lambda i: lr * LR_SCHEDULES[lr_schedule](i / iterations))
+               device=device, progress=progress, label=f"fit {family.label} nfe={nfe}", deadline=deadline,
+               precision=network_precision, lr_at=lambda i: lr * LR_SCHEDULES[lr_schedule](i / iterations))
     except NonFiniteVelocityError as error:
         raise NonFiniteVelocityError(f"fit stopped at iteration {state['iteration']}: {error}") from error
 
