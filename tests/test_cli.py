@@ -257,6 +257,12 @@ def test_fit_passes_only_the_options_given(monkeypatch, capsys):
     assert not {"iterations", "batch_size", "lr", "loss"} & set(calls[0])
     assert calls[1]["iterations"] == 7 and calls[1]["lr"] == 0.01 and "batch_size" not in calls[1]
     assert calls[1]["loss"].name == "rmse"
+    # A 15-minute budget unless told otherwise; `none` lifts it; low precision only when asked.
+    assert calls[0]["max_minutes"] == 15 and calls[0]["autocast"] is None
+    assert main(["fit", "gmm-fm-ot", "--nfe", "4", "--minutes", "none", "--autocast", "bfloat16", "--quiet"]) == 130
+    assert calls[2]["max_minutes"] is None and calls[2]["autocast"] is torch.bfloat16
+    with pytest.raises(SystemExit):
+        main(["fit", "gmm-fm-ot", "--nfe", "4", "--minutes", "-1"])
 
 
 def test_a_module_object_a_plugin_recognises_is_adapted(monkeypatch):
