@@ -127,6 +127,7 @@ class Planner:
         self.started = time.perf_counter()
         self.evaluation_seconds = evaluation_seconds
         self.measured: dict = {}
+        self._replan_training = False
         if deadline is None:
             for name, value in {**FULL_SIZES, "validate_every": 50}.items():
                 if self.sizes[name] is None:
@@ -158,11 +159,37 @@ class Planner:
                                  train_trajectories=self.sizes["train_trajectories"])
             self.measured.update(seconds_per_evaluation=self.evaluation_seconds, stored_paths=available,
                                  ground_truth_seconds_per_path=seconds_per_path)
+            self._replan_training = self.sizes["train_trajectories"] is None
         else:
             planned = None
         val, train = self.context.share(planned, owner=0)
         self.sizes.update(val_trajectories=val, train_trajectories=train)
         return val, train
+
+    def training_paths(self, validation_seconds: float) -> int:
+        """The training path count again, from what the validation paths' ground truth really
+        cost (``validation_seconds``; dopri5's evaluations per path were a guess before)."""
+        train = self.sizes["train_trajectories"]
+        assert train is not None
+        if not self._replan_training:
+            return train
+        if self.context.is_main:
+            store, val = self.store, self.sizes["val_trajectories"]
+            assert val is not None
+            shard = store.key["shard_size"]
+            self.measured["guessed_train_trajectories"] = train
+            solved_until = -(-val // shard) * shard
+            solved = solved_until - self.measured["stored_paths"]
+            if solved > 0:  # a measurement, not a guess
+                seconds_per_path = validation_seconds / solved
+                assert self.deadline is not None
+                budget = GROUND_TRUTH_SHARE * (self.deadline - self.started) - (time.perf_counter() - self.started)
+                _, train = plan_paths(budget, seconds_per_path, available=max(solved_until, store.available()),
+                                      shard_size=shard, val_trajectories=val)
+                self.measured["ground_truth_seconds_per_path"] = seconds_per_path
+        train = self.context.share(train, owner=0)
+        self.sizes["train_trajectories"] = train
+        return train
 
     def steps(self, solver, loss, training, nfe: int) -> dict[str, int]:
         """Every size, the batch, Adam steps and validation interval decided (ground truth loaded)."""

@@ -200,9 +200,10 @@ def fit(
                           owner=0)
     plan = budget.Planner(given, deadline, store, model, context, evaluation_seconds,
                           saved_settings=None if saved is None else json.loads(saved["settings"]))
-    val_trajectories, train_trajectories = plan.paths()
+    val_trajectories, _ = plan.paths()
     started = time.perf_counter()
     validation = store.load(val_trajectories, device=device, progress=progress)
+    train_trajectories = plan.training_paths(time.perf_counter() - started)
     training = store.load(train_trajectories, start=val_trajectories, device=device, progress=progress)
     ground_truth_seconds = time.perf_counter() - started
     network_precision = _network_precision(autocast, device)
