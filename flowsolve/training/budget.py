@@ -21,6 +21,7 @@ import torch
 
 from flowsolve.core.errors import FlowsolveValueError
 from flowsolve.models.conditioning import ConditionDistribution, bind
+from flowsolve.training.store import DEFAULT_SHARD_SIZE
 
 FULL_SIZES = {"train_trajectories": 1024, "val_trajectories": 256, "iterations": 1000, "batch_size": 32}
 GROUND_TRUTH_SHARE = 0.5
@@ -34,7 +35,6 @@ VALIDATIONS_PER_FIT = 10
 # so that a few paths never cost a full default shard of 256.
 EXPENSIVE_EVALUATION_SECONDS = 2e-4
 SMALL_SHARD_SIZE = 16
-DEFAULT_SHARD_SIZE = 256
 
 
 def seconds_per_evaluation(model, sample_shape, *, dtype=torch.float32, device="cpu",

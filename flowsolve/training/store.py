@@ -62,6 +62,9 @@ CONDITION_PREFIX = "condition."  # shard tensor "condition.labels" holds the pat
 SHARD_TENSORS = {"x0", "times", "states", "velocities", "evaluations"}
 
 
+DEFAULT_SHARD_SIZE = 256  # paths solved together and kept in one file
+
+
 class StoreMismatchError(FlowsolveValueError):
     """The store on disk belongs to another model or setting, or is unreadable."""
 
@@ -164,7 +167,7 @@ class GroundTruthStore:
         rtol: float = DEFAULT_RTOL,
         atol: float = DEFAULT_ATOL,
         max_step: float | None = DEFAULT_MAX_STEP,
-        shard_size: int = 256,
+        shard_size: int = DEFAULT_SHARD_SIZE,
         conditions: ConditionDistribution | None = None,
     ):
         if sample_shape is None:
