@@ -31,6 +31,11 @@ def label(method: str) -> str:
     return NAMES.get(base, base) + (f", {grid} grid" if grid else "")
 
 
+def starts_of(learned: dict) -> str:
+    count = learned.get("starts", 1)
+    return "" if count == 1 else f"best of {count} starts, "
+
+
 def rows_of(directory: Path, test: int) -> list[str]:
     model, _, guidance = directory.name.rpartition("-w")
     baselines = json.loads((directory / f"baselines-test{test}.json").read_text())
@@ -47,7 +52,7 @@ def rows_of(directory: Path, test: int) -> list[str]:
             f"{best_any['rmse']:.3g} ({label(best_any['method'])}) | **{learned['rmse']:.3g}** | "
             f"{best_strong['rmse'] / learned['rmse']:.2f}x / {best_any['rmse'] / learned['rmse']:.2f}x | "
             f"{learned['fd']:.2f} ({truth['fd']:.2f}) | {learned['accuracy']:.1%} ({truth['accuracy']:.1%}) | "
-            f"{label(learned['init'])}: {learned['val_start']:.3g} → {learned['val_best']:.3g} |")
+            f"{starts_of(learned)}{label(learned['init'])}: {learned['val_start']:.3g} → {learned['val_best']:.3g} |")
     return lines
 
 
