@@ -27,8 +27,10 @@ def trajectory_store(model, seed: int, options: ModelOptions | None = None):
         seed: the noise seed, part of the store's directory name.
         options: the shape, device and dtype to run at (default: the model's shape, cpu, float32).
     """
+    import torch
+
     from flowsolve.models.conditioning import distribution_of
-    from flowsolve.training import budget
+    from flowsolve.training import budget, distributed
     from flowsolve.training.store import GroundTruthStore
 
     options = options or ModelOptions()
@@ -42,10 +44,15 @@ def trajectory_store(model, seed: int, options: ModelOptions | None = None):
 
     # An existing store is reused; a new one for an expensive model gets small shards (a few
     # paths never cost 256 of them).
-    existing = [size for size in (budget.DEFAULT_SHARD_SIZE, budget.SMALL_SHARD_SIZE)
-                if budget.stored_shard_size(directory_for(size)) == size]
-    shard_size = existing[0] if existing else budget.shard_size_for(budget.seconds_per_evaluation(
-        model, shape, dtype=options.torch_dtype, device=device, conditions=distribution_of(model)))
+    # Under torchrun rank 0 decides for all (the ranks' timings may differ).
+    context = distributed.setup(torch.device(device))
+    shard_size = None
+    if context.is_main:
+        existing = [size for size in (budget.DEFAULT_SHARD_SIZE, budget.SMALL_SHARD_SIZE)
+                    if budget.stored_shard_size(directory_for(size)) == size]
+        shard_size = existing[0] if existing else budget.shard_size_for(budget.seconds_per_evaluation(
+            model, shape, dtype=options.torch_dtype, device=device, conditions=distribution_of(model)))
+    shard_size = context.share(shard_size, owner=0)
     directory = directory_for(shard_size)
     return GroundTruthStore(directory, model, sample_shape=shape, dtype=options.torch_dtype, device=device, seed=seed,
                             shard_size=shard_size)
