@@ -43,8 +43,7 @@ def trajectory_store(model, seed: int, options: ModelOptions | None = None):
         return cache_directory() / "stores" / f"{model_key(model, options)}{precision}{shards}-seed{seed}"
 
     # An existing store is reused; a new one for an expensive model gets small shards (a few
-    # paths never cost 256 of them).
-    # Under torchrun rank 0 decides for all (the ranks' timings may differ).
+    # paths never cost 256 of them). Under torchrun rank 0 decides for all ranks.
     context = distributed.setup(torch.device(device))
     shard_size = None
     if context.is_main:
