@@ -37,18 +37,20 @@ def main(argv=None) -> None:
     parser.add_argument("--model", default="animals-eps-vp")
     parser.add_argument("--guidance", type=float, default=None)
     parser.add_argument("--nfe", type=int, default=8)
+    parser.add_argument("--init", default="dpm-solver++(2m)", help="--init of the command (default the target's)")
     parser.add_argument("--cache", default=None, help="cache directory (default: a fresh one under .bench)")
     parser.add_argument("--test-store", default=None, help="held-out ground-truth store to score on (128 paths)")
     args = parser.parse_args(argv)
     torch.set_num_threads(1)
 
     tag = f"{args.model}" + ("" if args.guidance is None else f"-w{args.guidance:g}") + f"-nfe{args.nfe}"
+    tag += "" if args.init == "dpm-solver++(2m)" else "-init-" + "".join(c if c.isalnum() else "_" for c in args.init)
     cache = Path(args.cache or f".bench/fit-defaults/{tag}")
     if args.cache is None and cache.exists():
         shutil.rmtree(cache)  # a fresh cache: the ground truth counts
     os.environ["FLOWSOLVE_CACHE"] = str(cache)
     output = cache / "solver.pt"
-    command = ["fit", args.model, "--nfe", str(args.nfe), "--family", "non-stationary", "--init", "dpm-solver++(2m)",
+    command = ["fit", args.model, "--nfe", str(args.nfe), "--family", "non-stationary", "--init", args.init,
                "-o", str(output)] + ([] if args.guidance is None else ["--guidance", str(args.guidance)])
     print("flowsolve " + " ".join(command), flush=True)
     began = time.perf_counter()

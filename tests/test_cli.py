@@ -263,6 +263,9 @@ def test_fit_passes_only_the_options_given(monkeypatch, capsys):
     assert calls[2]["max_minutes"] is None and calls[2]["autocast"] is torch.bfloat16
     with pytest.raises(SystemExit):
         main(["fit", "gmm-fm-ot", "--nfe", "4", "--minutes", "-1"])
+    # Several starts, comma-separated: fit chooses among them on validation.
+    assert main(["fit", "gmm-fm-ot", "--nfe", "4", "--init", "log-snr, uniform", "--quiet"]) == 130
+    assert calls[3]["init"] == ["log-snr", "uniform"]
 
 
 def test_a_module_object_a_plugin_recognises_is_adapted(monkeypatch):

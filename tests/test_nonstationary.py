@@ -108,6 +108,26 @@ def test_fit_improves_on_its_start_and_defaults_to_the_rollout_loss(tmp_path):
         flowsolve.NonStationary().fit(flow, nfe=4, loss=flowsolve.RMSEBound(), **options)
 
 
+def test_a_list_of_starts_fits_from_the_best_on_validation(tmp_path):
+    flow = flowsolve.GaussianMixtureFlow.random(4, 3, seed=0, scheduler=schedulers.VP())
+    options = dict(iterations=2, train_trajectories=32, val_trajectories=64, validate_every=1, progress=False,
+                   store=tmp_path / "store")
+    starts = ["dpm-solver++(2m)", "euler", "midpoint"]
+    solver = flowsolve.NonStationary().fit(flow, nfe=4, init=starts, **options)
+    scores = solver.metadata["starts"]
+    assert list(scores) == starts and solver.metadata["fit"]["init"] == starts
+    # Independently: each start's validation RMSE, and the fit's first validation is the best one's.
+    validation = flowsolve.GroundTruthStore(tmp_path / "store", flow).load(64, progress=False)
+    for name, score in scores.items():
+        start = flowsolve.NonStationary().at(4, init=name, model=flow)
+        assert score == pytest.approx(flowsolve.evaluate(start, flow, validation)["rmse"], rel=1e-6)
+    assert solver.metadata["history"][0]["val_rmse"] == pytest.approx(min(scores.values()), rel=1e-12)
+    with pytest.raises(ValueError, match="empty list"):
+        flowsolve.NonStationary().fit(flow, nfe=4, init=[], **options)
+    with pytest.raises(ValueError, match="no-such-start"):  # a bad name fails before any ground truth
+        flowsolve.NonStationary().fit(flow, nfe=4, init=["euler", "no-such-start"], **options)
+
+
 def test_save_load_round_trip_and_unknown_family(tmp_path, monkeypatch):
     solver = flowsolve.NonStationary().at(6)
     randomize_parameters(solver, seed=0)

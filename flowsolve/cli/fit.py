@@ -40,7 +40,8 @@ def add_parser(commands) -> None:
     parser.add_argument("--loss", help="loss name, see `flowsolve plugins` (default: fit's choice for the family)")
     parser.add_argument("--init", help="start from: a solver file, a schedule (log-snr, edm, cosine, uniform; "
                                        "+ddim adds DDIM's scale, e.g. log-snr+ddim) or, for non-stationary, a "
-                                       "baseline / base-solver name (e.g. dpm-solver++(2m))")
+                                       "baseline / base-solver name (e.g. dpm-solver++(2m)); several, "
+                                       "comma-separated, to start from the best on the validation paths")
     parser.add_argument("--iterations", type=positive_int, help="Adam steps (default: flowsolve.fit's)")
     parser.add_argument("--batch-size", type=positive_int, help="paths per Adam step (default: flowsolve.fit's)")
     parser.add_argument("--lr", type=positive_float, help="Adam's step size (default: the family's)")
@@ -107,12 +108,19 @@ def _family(args: argparse.Namespace):
 
 
 def _init(spec: str | None):
-    """``--init``: a solver file, or a name (schedule, baseline, base solver) the family resolves."""
+    """``--init``: a solver file, or a name (schedule, baseline, base solver) the family resolves;
+    several, comma-separated, to start from the best of them on the validation paths."""
     from flowsolve.persistence import load
 
-    if spec is None or not Path(spec).exists():
-        return spec
-    return load(spec)
+    if spec is None:
+        return None
+    starts = [load(part) if Path(part).exists() else part for part in _init_parts(spec)]
+    return starts[0] if len(starts) == 1 else starts
+
+
+def _init_parts(spec: str) -> list[str]:
+    """The comma-separated parts of ``--init`` (a file whose name has a comma stays whole)."""
+    return [spec] if Path(spec).exists() else [part.strip() for part in spec.split(",") if part.strip()]
 
 
 def _run_name(store, family, args: argparse.Namespace) -> str:
@@ -129,8 +137,12 @@ def _run_name(store, family, args: argparse.Namespace) -> str:
 
 
 def _init_key(spec: str) -> str:
-    """A file-name-safe key of ``--init``: the name, or a solver file's content hash."""
-    path = Path(spec)
-    if path.exists():
-        return "file-" + hashlib.sha256(path.read_bytes()).hexdigest()[:16]
-    return "".join(c if c.isalnum() or c in "+-." else "_" for c in spec)
+    """A file-name-safe key of ``--init``: the names, or solver files' content hashes."""
+    keys = []
+    for part in _init_parts(spec):
+        path = Path(part)
+        if path.exists():
+            keys.append("file-" + hashlib.sha256(path.read_bytes()).hexdigest()[:16])
+        else:
+            keys.append("".join(c if c.isalnum() or c in "+-." else "_" for c in part))
+    return "+or+".join(keys)

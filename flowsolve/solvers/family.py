@@ -129,7 +129,9 @@ class ParametricFamily(Family):
                 grid): a fitted solver of this family at this or another NFE, or the name of a
                 time schedule of the model's scheduler: ``"log-snr"``, ``"edm"``, ``"cosine"``,
                 ``"uniform"``, optionally with DDIM's scale: ``"log-snr+ddim"`` (see
-                :mod:`flowsolve.paths.time_grids`).
+                :mod:`flowsolve.paths.time_grids`); for the non-stationary families also a
+                baseline or base-solver name. A list of these: the fit starts from the one with
+                the lowest validation RMSE (``solver.metadata["starts"]`` has their scores).
             progress: draw progress bars (default: when stderr is a terminal).
             conditions: for a conditional model, the
                 :class:`~flowsolve.ConditionDistribution` each path's conditions (class labels,

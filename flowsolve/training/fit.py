@@ -165,14 +165,19 @@ def fit(
     check_tolerances(rtol, atol, max_step)
     if autocast not in AUTOCAST_DTYPES:
         raise FlowsolveValueError(f"autocast must be torch.bfloat16, torch.float16 or None, got {autocast!r}")
-    solver = family.at(nfe, init=init, model=model)
+    candidates = list(init) if isinstance(init, (list, tuple)) else [init]
+    if not candidates:
+        raise FlowsolveValueError("init is an empty list: give one start, or several to choose from on validation")
+    starts = [family.at(nfe, init=candidate, model=model) for candidate in candidates]  # a bad name fails here
+    solver = starts[0]
     loss = _resolve_loss(loss, L_tau, solver)
     device = torch.device(device or _model_device(model))
     dtype = dtype or _model_dtype(model)
     context = distributed.setup(device)
     if not context.is_main:
         progress = False
-    solver.to(device)
+    for start in starts:
+        start.to(device)
 
     if conditions is not None and not callable(getattr(model, "bind", None)):
         raise FlowsolveTypeError(f"conditions were given but {type(model).__name__} takes none: adapt a "
@@ -203,10 +208,17 @@ def fit(
     val_trajectories, _ = plan.paths()
     started = time.perf_counter()
     validation = store.load(val_trajectories, device=device, progress=progress)
+    network_precision = _network_precision(autocast, device)
+    start_scores = None
+    if len(starts) > 1:  # several starts: the one with the lowest validation RMSE
+        with torch.no_grad(), network_precision():
+            scored = [(_validation_metrics(start, model, validation, context)["rmse"], rank)
+                      for rank, start in enumerate(starts)]
+        solver = starts[min(scored)[1]]
+        start_scores = {_init_label(candidate): rmse for (rmse, _), candidate in zip(scored, candidates)}
     train_trajectories = plan.training_paths(time.perf_counter() - started)
     training = store.load(train_trajectories, start=val_trajectories, device=device, progress=progress)
     ground_truth_seconds = time.perf_counter() - started
-    network_precision = _network_precision(autocast, device)
     with network_precision():
         sizes = plan.steps(solver, loss, training, nfe)
     if sizes["batch_size"] % context.world:
@@ -220,7 +232,7 @@ def fit(
         "lr": lr, "train_trajectories": sizes["train_trajectories"], "val_trajectories": sizes["val_trajectories"],
         "validate_every": sizes["validate_every"], "seed": seed, "store": store.key,
         **({} if lr_schedule == "constant" else {"lr_schedule": lr_schedule}),  # old checkpoints keep their hash
-        "init": None if init is None else _init_label(init),
+        "init": _init_setting(candidates),
         **({} if autocast is None else {"autocast": str(autocast).replace("torch.", "")}),
     }
     optimizer = torch.optim.Adam(solver.parameters(), lr=lr)
@@ -263,6 +275,7 @@ def fit(
                    "ground_truth_nfe_per_path": training.evaluations},
         "stopped_at": state["iteration"],  # below settings["iterations"] when max_minutes ended the fit
         **({"plan": plan.measured} if plan.measured else {}),
+        **({} if start_scores is None else {"starts": start_scores}),
     }
     return solver
 
@@ -394,6 +407,13 @@ def _model_dtype(model):
             if tensor.is_floating_point():
                 return tensor.dtype
     return torch.float32
+
+
+def _init_setting(candidates: list):
+    """``init`` as the settings remember it: one label (``None`` for the identity), or the list of candidates."""
+    if len(candidates) == 1:
+        return None if candidates[0] is None else _init_label(candidates[0])
+    return [_init_label(candidate) for candidate in candidates]
 
 
 def _init_label(init) -> str:
