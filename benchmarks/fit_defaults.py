@@ -75,7 +75,10 @@ def main(argv=None) -> None:
         store = flowsolve.GroundTruthStore(args.test_store, u, seed=manifest["seed"], rtol=manifest["rtol"],
                                            atol=manifest["atol"], shard_size=manifest["shard_size"])
         test = store.load(128, progress=False)
-        start_solver = flowsolve.NonStationary().at(args.nfe, init="dpm-solver++(2m)", model=u)
+        starts = meta.get("starts")  # several --init: the fit began from the best on validation
+        chosen = args.init if starts is None else min(starts, key=starts.get)
+        report["start"] = chosen
+        start_solver = flowsolve.NonStationary().at(args.nfe, init=chosen, model=u)
         with torch.no_grad():
             field = test.field(u)
             report["test_start"], report["test_fitted"] = (
