@@ -208,6 +208,7 @@ def fit(
     val_trajectories, _ = plan.paths()
     started = time.perf_counter()
     validation = store.load(val_trajectories, device=device, progress=progress)
+    validation_seconds = time.perf_counter() - started
     network_precision = _network_precision(autocast, device)
     start_scores = None
     if len(starts) > 1:  # several starts: the one with the lowest validation RMSE
@@ -216,7 +217,7 @@ def fit(
                       for rank, start in enumerate(starts)]
         solver = starts[min(scored)[1]]
         start_scores = {_init_label(candidate): rmse for (rmse, _), candidate in zip(scored, candidates)}
-    train_trajectories = plan.training_paths(time.perf_counter() - started)
+    train_trajectories = plan.training_paths(validation_seconds)
     training = store.load(train_trajectories, start=val_trajectories, device=device, progress=progress)
     ground_truth_seconds = time.perf_counter() - started
     with network_precision():
