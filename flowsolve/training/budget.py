@@ -31,6 +31,7 @@ MIN_VAL_TRAJECTORIES, MIN_TRAIN_TRAJECTORIES = 16, 32
 MIN_STEPS_BEFORE_SMALLER_BATCHES = 300
 MIN_BATCH_SIZE = 2
 VALIDATIONS_PER_FIT = 10
+DEFAULT_VALIDATE_EVERY = 50
 # Models whose evaluation costs more than this per path get ground truth solved in small shards,
 # so that a few paths never cost a full default shard of 256.
 EXPENSIVE_EVALUATION_SECONDS = 2e-4
@@ -109,7 +110,7 @@ def plan_steps(budget_seconds: float, seconds_per_path_step: float, validation_s
     if iterations is None:
         iterations = min(FULL_SIZES["iterations"], max(1, int(path_steps / batch_size)))
     if validate_every is None:
-        validate_every = min(50, max(1, iterations // VALIDATIONS_PER_FIT))
+        validate_every = min(DEFAULT_VALIDATE_EVERY, max(1, iterations // VALIDATIONS_PER_FIT))
     return iterations, batch_size, validate_every
 
 
@@ -129,7 +130,7 @@ class Planner:
         self.measured: dict = {}
         self._replan_training = False
         if deadline is None:
-            for name, value in {**FULL_SIZES, "validate_every": 50}.items():
+            for name, value in {**FULL_SIZES, "validate_every": DEFAULT_VALIDATE_EVERY}.items():
                 if self.sizes[name] is None:
                     self.sizes[name] = value
 
@@ -139,6 +140,12 @@ class Planner:
             self.evaluation_seconds = seconds_per_evaluation(self.model, store.sample_shape, dtype=store.dtype,
                                                              device=store.device, conditions=store.conditions)
         return self.evaluation_seconds
+
+    def _ground_truth_seconds_left(self) -> float:
+        """The ground truth's share of the budget, less what the fit has spent so far."""
+        assert self.deadline is not None
+        now = time.perf_counter()
+        return GROUND_TRUTH_SHARE * (self.deadline - self.started) - (now - self.started)
 
     def paths(self) -> tuple[int, int]:
         """The validation and training path counts (decided before the ground truth is loaded)."""
@@ -153,8 +160,7 @@ class Planner:
             if available:  # the stored shards say what dopri5 takes on this model
                 evaluations = float(store.load(min(available, store.key["shard_size"]), progress=False).evaluations)
             seconds_per_path = evaluations * self._seconds_per_evaluation()
-            budget = GROUND_TRUTH_SHARE * (self.deadline - self.started) - (time.perf_counter() - self.started)
-            planned = plan_paths(budget, seconds_per_path, available=available, shard_size=store.key["shard_size"],
+            planned = plan_paths(self._ground_truth_seconds_left(), seconds_per_path, available=available, shard_size=store.key["shard_size"],
                                  val_trajectories=self.sizes["val_trajectories"],
                                  train_trajectories=self.sizes["train_trajectories"])
             self.measured.update(seconds_per_evaluation=self.evaluation_seconds, stored_paths=available,
@@ -182,9 +188,7 @@ class Planner:
             solved = solved_until - self.measured["stored_paths"]
             if solved > 0:  # a measurement, not a guess
                 seconds_per_path = validation_seconds / solved
-                assert self.deadline is not None
-                budget = GROUND_TRUTH_SHARE * (self.deadline - self.started) - (time.perf_counter() - self.started)
-                _, train = plan_paths(budget, seconds_per_path, available=max(solved_until, store.available()),
+                _, train = plan_paths(self._ground_truth_seconds_left(), seconds_per_path, available=max(solved_until, store.available()),
                                       shard_size=shard, val_trajectories=val)
                 self.measured["ground_truth_seconds_per_path"] = seconds_per_path
         train = self.context.share(train, owner=0)

@@ -218,8 +218,9 @@ def fit(
         solver = starts[min(scored)[1]]
         start_scores = {_init_label(candidate): rmse for (rmse, _), candidate in zip(scored, candidates)}
     train_trajectories = plan.training_paths(validation_seconds)
+    started = time.perf_counter()
     training = store.load(train_trajectories, start=val_trajectories, device=device, progress=progress)
-    ground_truth_seconds = time.perf_counter() - started
+    ground_truth_seconds = validation_seconds + time.perf_counter() - started
     with network_precision():
         sizes = plan.steps(solver, loss, training, nfe)
     if sizes["batch_size"] % context.world:
