@@ -29,7 +29,6 @@ import torch
 from flowsolve.core.broadcast import per_sample
 from flowsolve.core.errors import FlowsolveTypeError, FlowsolveValueError
 from flowsolve.core.field import NonFiniteVelocityError
-from flowsolve.paths.predictions import predictions_from_velocity
 
 # What a rollout yields: the time (0-dim, or (batch,) per sample) and the state of its next evaluation.
 Request = tuple[torch.Tensor, torch.Tensor]
@@ -159,9 +158,8 @@ def data_estimator(field) -> DataEstimator | None:
     estimate is taken at the time clamped to that range (e.g. EDM's ``D(x; sigma_max)`` at
     t = 0); past the end of a range that stops before ``t = 1``, an adapter that finishes with a
     final denoising (``denoise_at_end``) heads straight for its data estimate,
-    ``u = (x1_hat - x) / (1 - t_end)``, so there ``x1_hat = x + (1 - t_end) u``. The path
-    coefficients come from float64 times (see
-    :func:`~flowsolve.paths.predictions.predictions_from_velocity`); no network call is made.
+    ``u = (x1_hat - x) / (1 - t_end)``, so there ``x1_hat = x + (1 - t_end) u``. Coefficients are
+    computed in float64 and applied in ``x``'s dtype; no network call is made.
     """
     scheduler = getattr(field, "scheduler", None)
     if scheduler is None or not all(callable(getattr(scheduler, name, None)) for name in _PATH_FUNCTIONS):
@@ -173,9 +171,15 @@ def data_estimator(field) -> DataEstimator | None:
     def estimate(t: torch.Tensor, x: torch.Tensor, velocity: torch.Tensor) -> torch.Tensor:
         with torch.no_grad():
             requested = t.detach().to(torch.float64)
-            data = predictions_from_velocity(velocity, x, requested.clamp(low, high), scheduler)[0]
+            time = requested.clamp(low, high)
+            alpha, sigma, d_alpha, d_sigma = (getattr(scheduler, name)(time) for name in _PATH_FUNCTIONS)
+            determinant = d_sigma * alpha - sigma * d_alpha
+            on_x, on_velocity = d_sigma / determinant, -sigma / determinant
             if chord_past_end:
-                data = torch.where(per_sample(requested > high, x), x + (1 - high) * velocity, data)
-            return data
+                past = requested > high
+                on_x = torch.where(past, torch.ones_like(on_x), on_x)
+                on_velocity = torch.where(past, torch.full_like(on_velocity, 1 - high), on_velocity)
+            on_x, on_velocity = (per_sample(c.to(x.dtype), x) for c in (on_x, on_velocity))
+            return on_x * x + on_velocity * velocity
 
     return estimate
