@@ -168,6 +168,8 @@ def data_estimator(field) -> DataEstimator | None:
     low, high = (float(v) for v in time_range) if time_range is not None else (0.0, 1.0)
     chord_past_end = high < 1 and callable(getattr(field, "denoise_at_end", None))
 
+    # The same 2x2 solve as paths.predictions.predictions_from_velocity, written here because
+    # solvers sit below paths in the layering (tests/test_layers.py): the scheduler is duck-typed.
     def estimate(t: torch.Tensor, x: torch.Tensor, velocity: torch.Tensor) -> torch.Tensor:
         with torch.no_grad():
             requested = t.detach().to(torch.float64)
